@@ -1,0 +1,90 @@
+"""The little the operator verbs (``pgha ctl``, patronictl's equivalent) need from a configuration.
+
+patronictl reads the same YAML (or ``PATRONI_*`` variables) but does not validate it as the agent does: it only
+needs the DCS, the namespace and the scope (the scope may also come from the command line). ``--dcs-url``
+replaces the file's DCS section, as in Patroni (``patroni/ctl.py`` ``parse_dcs``).
+
+Rules
+1. ``dcs_url`` is ``[etcd3|etcd|http|https]://host[:port][/namespace]``; the port defaults to 2379, the host to
+   localhost, and a path sets the namespace. ``consul``/``zookeeper``/``exhibitor`` URLs are "not supported yet".
+2. Errors are ``ConfigError`` with the usual ``"<key.path>: <expected>"`` lines; secrets are never shown.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from pgha.config.errors import ConfigError
+from pgha.config.load import normalise_namespace, read_raw
+from pgha.config.read import Reader
+from pgha.config.schema import Etcd
+from pgha.config.sections import ETCD_DEFAULT_PORT, read_dcs
+
+_ETCD_SCHEMES = {"": "http", "etcd": "http", "etcd3": "http", "http": "http", "https": "https"}
+_OTHER_SCHEMES = ("consul", "zookeeper", "exhibitor", "kubernetes", "raft")
+
+
+@dataclass(frozen=True)
+class CtlConfig:
+    """Where the cluster's DCS is, and how to reach its members' PostgreSQL."""
+
+    scope: str | None
+    namespace: str
+    etcd: Etcd
+    username: str | None = None  # the superuser role, if the configuration names one
+    dbname: str = "postgres"
+    pgpass: str | None = None
+
+
+def load_ctl_config(path: str | None, dcs_url: str | None = None,
+                    env: Mapping[str, str] | None = None) -> CtlConfig:
+    env = os.environ if env is None else env
+    raw, _, errors = read_raw(path, env)
+    r = Reader()
+    r.errors.extend(errors)
+    scope = r.string(raw, "scope", what="a cluster name (string)")
+    namespace = r.string(raw, "namespace", default="/service") or "/service"
+    if dcs_url:
+        etcd, url_namespace = parse_dcs_url(r, dcs_url)
+        namespace = url_namespace or namespace
+    else:
+        etcd = read_dcs(r, raw)
+    pg = r.section(raw, "postgresql")
+    login = _superuser(pg)
+    if r.errors or etcd is None:
+        raise ConfigError(r.errors)
+    return CtlConfig(scope=scope, namespace=normalise_namespace(namespace), etcd=etcd, username=login,
+                     dbname=pg.get("database") if isinstance(pg.get("database"), str) else "postgres",
+                     pgpass=pg.get("pgpass") if isinstance(pg.get("pgpass"), str) else None)
+
+
+def parse_dcs_url(r: Reader, url: str) -> tuple[Etcd | None, str | None]:
+    """(etcd endpoint, namespace from the URL path or None)."""
+    try:
+        parts = urlsplit(url if "://" in url else f"etcd3://{url}")
+        port = parts.port or ETCD_DEFAULT_PORT
+    except ValueError:
+        r.error("dcs_url", "expected etcd3://host:port", url)
+        return None, None
+    if parts.scheme in _OTHER_SCHEMES:
+        r.error("dcs_url", f"{parts.scheme} is not supported yet, only etcd3 (and etcd, served over v3)")
+        return None, None
+    if parts.scheme not in _ETCD_SCHEMES:
+        r.error("dcs_url", "expected etcd3://host:port", url)
+        return None, None
+    namespace = parts.path.strip() if parts.path.strip() not in ("", "/") else None
+    etcd = Etcd(hosts=((parts.hostname or "localhost", port),), protocol=_ETCD_SCHEMES[parts.scheme],
+                v2_section=parts.scheme == "etcd")
+    return etcd, namespace
+
+
+def _superuser(pg: Mapping[str, Any]) -> str | None:
+    auth = pg.get("authentication")
+    roles = auth if isinstance(auth, Mapping) else pg
+    superuser = roles.get("superuser")
+    if isinstance(superuser, Mapping) and isinstance(superuser.get("username"), str):
+        return superuser["username"]
+    return None

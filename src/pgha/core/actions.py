@@ -1,0 +1,134 @@
+"""Typed actions the decision core asks the shell to carry out.
+
+Ordering contract (from etcd raft's Ready/Advance): the executor runs a decision's actions in order and stops at the
+first one that fails; what did and did not happen is seen in the next tick's observation, never assumed. So a
+decision puts the step that *confirms* something before the steps that rely on it:
+1. ``AcquireLeader`` / ``RefreshLeader`` come before ``Promote`` or ``StartPostgres(primary)``: nobody becomes a
+   writer without holding the leader lease.
+2. ``Demote`` / ``StopPostgres`` come before ``ReleaseLeader``: the lease is given up only once this node no longer
+   accepts writes.
+3. ``ClaimInitialize`` comes before ``Bootstrap``: only the node that won the initialize key runs initdb.
+Long tasks (``Bootstrap``, ``Clone``) start a background job; their outcome arrives as ``LocalState.job``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Union
+
+
+class StopMode(Enum):
+    FAST = "fast"  # terminate sessions, checkpoint: the clean way
+    IMMEDIATE = "immediate"  # fence now: kill every session at once; crash recovery on next start, nothing acked lost
+
+
+@dataclass(frozen=True)
+class AcquireLeader:
+    """Create the leader key for this node, only if nobody holds it."""
+
+
+@dataclass(frozen=True)
+class RefreshLeader:
+    """Renew the lease and keep the leader key ours; fails when the lock is lost."""
+
+
+@dataclass(frozen=True)
+class ReleaseLeader:
+    """Delete the leader key if it still holds our name."""
+
+
+@dataclass(frozen=True)
+class ClaimInitialize:
+    """Win the bootstrap race: create ``initialize`` only if absent."""
+
+
+@dataclass(frozen=True)
+class SetInitialize:
+    system_id: str
+
+
+@dataclass(frozen=True)
+class CancelInitialize:
+    """Give the bootstrap race back after a failed initdb."""
+
+
+@dataclass(frozen=True)
+class WriteConfig:
+    """Seed the DCS ``config`` key from bootstrap.dcs, only if absent."""
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """Background job: initdb, start as primary, create the configured roles."""
+
+
+@dataclass(frozen=True)
+class Clone:
+    """Background job: pg_basebackup from ``source`` into the empty data directory."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class RemoveDataDir:
+    """Remove a data directory left half-made by a failed bootstrap or clone."""
+
+
+@dataclass(frozen=True)
+class StartPostgres:
+    """Start PostgreSQL as primary, or as a replica streaming from ``upstream`` (None: no upstream yet)."""
+
+    as_primary: bool
+    upstream: str | None = None
+
+
+@dataclass(frozen=True)
+class Follow:
+    """Point a running replica at ``upstream`` (rewrite primary_conninfo, reload)."""
+
+    upstream: str | None
+
+
+@dataclass(frozen=True)
+class Promote:
+    """pg_ctl promote; the lease must already be confirmed in this same decision."""
+
+
+@dataclass(frozen=True)
+class Demote:
+    """Stop accepting writes now and come back as a replica of ``upstream`` (None: no upstream known)."""
+
+    mode: StopMode
+    upstream: str | None = None
+
+
+@dataclass(frozen=True)
+class StopPostgres:
+    mode: StopMode
+
+
+@dataclass(frozen=True)
+class SyncSlots:
+    """Leader only: physical replication slots exist for exactly these members (others dropped)."""
+
+    members: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AckJob:
+    """The finished background job was handled: stop reporting it. Last in its decision, so a job whose
+    follow-up failed is seen again next tick."""
+
+
+@dataclass(frozen=True)
+class Exit:
+    """Stop the agent with an error; PostgreSQL is left as it is."""
+
+    message: str
+
+
+Action = Union[
+    AcquireLeader, RefreshLeader, ReleaseLeader, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
+    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, SyncSlots, AckJob, Exit,
+]

@@ -1,0 +1,136 @@
+"""Plain values the decision core reads: the DCS snapshot, the local node, and one tick's observation.
+
+Theory of operation
+-------------------
+The shell (agent/loop.py) gathers everything the core may need *before* calling ``decide()``: one read of the
+DCS (``ClusterView``), one probe of the local PostgreSQL (``LocalState``), what it knows of its own lease
+(``LeaseState``) and the time. The core never asks for more in the middle of a decision.
+
+Rules
+1. Every type here is frozen. A tick's observation never changes once built.
+2. Values come from outside (the DCS may hold anything someone wrote): parsing lives in the adapters, and a
+   member whose JSON cannot be read is dropped there with a warning, never passed on half-filled.
+3. Times are monotonic seconds from the shell's clock; LSNs are byte positions (ints).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Mapping
+
+
+class DataDir(Enum):
+    """What the local data directory holds."""
+
+    EMPTY = "empty"  # missing or empty: needs bootstrap or clone
+    INITIALIZED = "initialized"  # a PostgreSQL cluster lives here
+    INVALID = "invalid"  # non-empty but not a PostgreSQL data directory
+
+
+class PgRole(Enum):
+    PRIMARY = "primary"
+    REPLICA = "replica"
+
+
+class JobKind(Enum):
+    """Long tasks the shell runs in the background; their outcome is a later observation."""
+
+    BOOTSTRAP = "bootstrap"  # initdb, start, create roles
+    CLONE = "clone"  # pg_basebackup from the leader
+    START = "start"
+    STOP = "stop"
+
+
+class JobState(Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Job:
+    kind: JobKind
+    state: JobState
+    started_at: float
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Member:
+    """One ``members/<name>`` key, parsed."""
+
+    name: str
+    conn_url: str = ""
+    api_url: str = ""
+    state: str = ""
+    role: str = ""
+    xlog_location: int | None = None
+    timeline: int | None = None
+    tags: Mapping[str, Any] = field(default_factory=dict)
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def nofailover(self) -> bool:
+        tags = self.tags or {}
+        if tags.get("nofailover") in (True, "true", "True"):
+            return True
+        prio = tags.get("failover_priority")
+        return isinstance(prio, int) and prio <= 0
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    """One consistent read of ``/<namespace>/<scope>/`` in the DCS."""
+
+    leader: str | None = None  # value of the leader key: a bare member name
+    members: tuple[Member, ...] = ()
+    initialize: str | None = None  # None: key absent; "": bootstrap race in progress; else the system id
+    config: Mapping[str, Any] | None = None
+    history: tuple[tuple[Any, ...], ...] = ()
+    status_optime: int | None = None
+
+    def member(self, name: str) -> Member | None:
+        for m in self.members:
+            if m.name == name:
+                return m
+        return None
+
+
+@dataclass(frozen=True)
+class LocalState:
+    """The local PostgreSQL as the probe saw it this tick."""
+
+    data_dir: DataDir
+    system_id: str | None = None
+    running: bool = False
+    role: PgRole | None = None  # None when not running or not answering
+    timeline: int | None = None
+    wal_position: int | None = None  # primary: flush LSN; replica: max(received, replayed)
+    receive_lsn: int | None = None
+    replay_lsn: int | None = None
+    streaming_from: str | None = None  # host:port of the upstream the WAL receiver is connected to
+    following: str | None = None  # member name the configuration points the replica at (None: no upstream)
+    last_role: PgRole | None = None  # when stopped: what pg_controldata says it last ran as
+    job: Job | None = None
+
+
+@dataclass(frozen=True)
+class LeaseState:
+    """What the shell knows of the leader lease it holds, from its own successful calls.
+
+    ``valid_until`` is the send time of the last keepalive the DCS accepted plus the TTL it granted: the lease
+    cannot have expired before then, whatever happened since.
+    """
+
+    valid_until: float | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    now: float
+    cluster: ClusterView | None  # None: the DCS could not be read this tick
+    local: LocalState
+    lease: LeaseState = LeaseState()
+    dcs_error: str = ""
+    shutdown_requested: bool = False

@@ -1,0 +1,51 @@
+"""Reason codes: why the core decided what it did.
+
+Every decision carries exactly one ``Reason``. Tests and the simulator compare codes, never sentences; the agent
+logs the rendered message once per tick, and the status shows it. Codes are stable identifiers: rename the message
+freely, never the code.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Reason(Enum):
+    # (code, message template; {me}, {leader}, {detail} are filled in by render())
+    LEADER_REFRESHED = ("leader_refreshed", "no action: I am ({me}), the leader with the lock")
+    LEADER_PROMOTING = ("leader_promoting", "I hold the lock and run as a replica: promoting")
+    LEADER_STARTING = ("leader_starting", "I hold the lock: starting PostgreSQL as primary")
+    LEADER_KEY_REACQUIRE = ("leader_key_reacquire", "the leader key vanished while my lease is valid: taking it again")
+    FOLLOWING = ("following", "no action: I am ({me}), a replica following ({leader})")
+    FOLLOW_NEW_LEADER = ("follow_new_leader", "pointing replication at the new leader ({leader})")
+    LOCK_LOST_DEMOTE = ("lock_lost_demote", "demoting: ({leader}) holds the lock and I run as primary")
+    LEASE_EXPIRING_FENCE = ("lease_expiring_fence", "demoting: my lease would expire before I could renew it")
+    DCS_UNREACHABLE_HOLD = ("dcs_unreachable_hold", "DCS unreachable ({detail}); my lease is still valid, keeping it")
+    DCS_UNREACHABLE = ("dcs_unreachable", "DCS unreachable ({detail}); no action")
+    RACE_WON = ("race_won", "no leader: I am the healthiest node, taking the lock and promoting")
+    RACE_WON_PRIMARY = ("race_won_primary", "no leader: I was the primary, taking the lock and starting as primary")
+    RACE_BEHIND = ("race_behind", "no leader: not the healthiest node ({detail}), waiting")
+    RACE_NOT_ALLOWED = ("race_not_allowed", "no leader: I am not allowed to promote ({detail})")
+    RACE_TOO_FAR_BEHIND = ("race_too_far_behind", "no leader: my WAL is behind the last known primary by {detail} bytes")
+    BOOTSTRAP_CLAIMED = ("bootstrap_claimed", "won the initialize race: bootstrapping a new cluster")
+    BOOTSTRAP_RUNNING = ("bootstrap_running", "bootstrap in progress")
+    BOOTSTRAP_DONE = ("bootstrap_done", "bootstrap done: taking the lock, publishing the system id and config")
+    BOOTSTRAP_FAILED = ("bootstrap_failed", "bootstrap failed ({detail}): giving the initialize race back")
+    WAIT_BOOTSTRAP = ("wait_bootstrap", "another node is bootstrapping the cluster: waiting")
+    WAIT_LEADER = ("wait_leader", "the cluster is initialized but has no leader to clone from: waiting")
+    NOT_ALLOWED_TO_BOOTSTRAP = ("not_allowed_to_bootstrap", "no cluster yet and I am tagged nofailover: waiting")
+    CLONE_STARTED = ("clone_started", "creating a replica from ({leader})")
+    CLONE_RUNNING = ("clone_running", "creating replica in progress")
+    CLONE_FAILED = ("clone_failed", "creating replica failed ({detail}): removing the partial data directory")
+    JOB_RUNNING = ("job_running", "{detail} in progress")
+    STARTING_REPLICA = ("starting_replica", "starting PostgreSQL as a replica of ({leader})")
+    FOREIGN_DATA_DIR = ("foreign_data_dir", "{detail}")
+    INVALID_DATA_DIR = ("invalid_data_dir", "{detail}")
+    SHUTDOWN = ("shutdown", "shutting down: stopping PostgreSQL, then releasing the lock")
+
+    def __init__(self, code: str, template: str) -> None:
+        self.code = code
+        self.template = template
+
+    def render(self, *, me: str = "", leader: str | None = "", detail: str = "") -> str:
+        return self.template.format(me=me, leader=leader or "none", detail=detail)

@@ -1,0 +1,46 @@
+"""What the core is told besides the observation: its settings, its memory, and the shape of a decision.
+
+Rules
+1. ``Settings`` is built by the shell from the local YAML and the DCS dynamic config each tick; the core never
+   reads configuration any other way.
+2. ``Memory`` is every fact the core carries from one tick to the next. It is immutable and returned with every
+   decision; the shell stores it and passes it back, nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pgha.core.actions import Action
+from pgha.core.reasons import Reason
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    ttl: float = 30.0
+    loop_wait: float = 10.0
+    retry_timeout: float = 10.0
+    maximum_lag_on_failover: int = 1048576
+    nofailover: bool = False
+    use_slots: bool = True
+    # A primary stops accepting writes once its lease has less than this left: the time a fence (immediate
+    # stop) needs to complete, plus the slack for a late tick. See docs/safety.md.
+    fence_margin: float = 2.0
+
+
+@dataclass(frozen=True)
+class Memory:
+    last_reason: Reason | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    actions: tuple[Action, ...]
+    memory: Memory
+    reason: Reason
+    leader: str | None = None
+    detail: str = ""
+
+    def message(self, me: str) -> str:
+        return self.reason.render(me=me, leader=self.leader, detail=self.detail)

@@ -1,0 +1,188 @@
+"""Table-driven tests of the pure decision core: plain values in, actions and reason codes out. No mocks."""
+
+from __future__ import annotations
+
+import pytest
+
+from pgha.core import actions as A
+from pgha.core.decide import decide
+from pgha.core.model import (ClusterView, DataDir, Job, JobKind, JobState, LeaseState, LocalState, Member,
+                             Observation, PgRole)
+from pgha.core.reasons import Reason
+from pgha.core.settings import Memory, Settings
+
+ME = "n1"
+SETTINGS = Settings(name=ME, ttl=10, loop_wait=1, retry_timeout=2, fence_margin=2)
+SYSID = "7300000000000000001"
+
+
+def member(name: str, lsn: int = 100, state: str = "running", timeline: int = 1, **tags) -> Member:
+    return Member(name=name, conn_url=f"postgres://127.0.0.1:5{name[-1]}00/postgres", state=state,
+                  role="replica", xlog_location=lsn, timeline=timeline, tags=tags)
+
+
+def cluster(leader: str | None = None, initialize: str | None = SYSID, members=(), **kw) -> ClusterView:
+    return ClusterView(leader=leader, members=tuple(members), initialize=initialize, config={"ttl": 10}, **kw)
+
+
+EMPTY = LocalState(data_dir=DataDir.EMPTY)
+PRIMARY = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, running=True, role=PgRole.PRIMARY,
+                     timeline=1, wal_position=500)
+REPLICA = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, running=True, role=PgRole.REPLICA,
+                     timeline=1, wal_position=100, following="n2")
+STOPPED_PRIMARY = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, last_role=PgRole.PRIMARY,
+                             wal_position=500, timeline=1)
+STOPPED_REPLICA = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, last_role=PgRole.REPLICA,
+                             wal_position=100, timeline=1)
+VALID = LeaseState(valid_until=1010.0)  # now is 1000: 10 s left, fence margin 2 s
+EXPIRING = LeaseState(valid_until=1001.5)  # inside the fence margin
+
+
+def obs(cluster_view, local, lease=VALID, now=1000.0, **kw) -> Observation:
+    return Observation(now=now, cluster=cluster_view, local=local, lease=lease, **kw)
+
+
+def job(kind: JobKind, state: JobState, detail: str = "") -> Job:
+    return Job(kind, state, 990.0, detail)
+
+
+def with_job(local: LocalState, j: Job) -> LocalState:
+    from dataclasses import replace
+    return replace(local, job=j)
+
+
+CASES = [
+    # (id, observation, expected actions, expected reason)
+    ("fresh cluster: claim initialize then bootstrap",
+     obs(cluster(initialize=None), EMPTY), (A.ClaimInitialize(), A.Bootstrap()), Reason.BOOTSTRAP_CLAIMED),
+    ("someone else is bootstrapping",
+     obs(cluster(initialize=""), EMPTY), (), Reason.WAIT_BOOTSTRAP),
+    ("initialized, leaderless, empty data: wait",
+     obs(cluster(), EMPTY), (), Reason.WAIT_LEADER),
+    ("empty data with a leader: clone from it",
+     obs(cluster(leader="n2", members=[member("n2")]), EMPTY), (A.Clone("n2"),), Reason.CLONE_STARTED),
+    ("empty data but the key is mine: release it",
+     obs(cluster(leader=ME), EMPTY), (A.ReleaseLeader(),), Reason.WAIT_LEADER),
+    ("bootstrap running: wait",
+     obs(cluster(initialize=""), with_job(EMPTY, job(JobKind.BOOTSTRAP, JobState.RUNNING))), (),
+     Reason.BOOTSTRAP_RUNNING),
+    ("bootstrap done: lock, initialize, config, then ack",
+     obs(cluster(initialize=""), with_job(PRIMARY, job(JobKind.BOOTSTRAP, JobState.SUCCEEDED)), lease=LeaseState()),
+     (A.AcquireLeader(), A.SetInitialize(SYSID), A.WriteConfig(), A.AckJob()), Reason.BOOTSTRAP_DONE),
+    ("bootstrap failed: clean up and give the race back",
+     obs(cluster(initialize=""), with_job(EMPTY, job(JobKind.BOOTSTRAP, JobState.FAILED, "initdb: boom"))),
+     (A.StopPostgres(A.StopMode.IMMEDIATE), A.RemoveDataDir(), A.CancelInitialize(), A.AckJob()),
+     Reason.BOOTSTRAP_FAILED),
+    ("clone failed: remove the partial copy",
+     obs(cluster(leader="n2"), with_job(EMPTY, job(JobKind.CLONE, JobState.FAILED))),
+     (A.RemoveDataDir(), A.AckJob()), Reason.CLONE_FAILED),
+    ("leader, running primary: refresh and keep slots",
+     obs(cluster(leader=ME, members=[member(ME), member("n2"), member("n3")]), PRIMARY),
+     (A.RefreshLeader(), A.SyncSlots(("n2", "n3"))), Reason.LEADER_REFRESHED),
+    ("leader with initialize missing: repair it",
+     obs(cluster(leader=ME, initialize=None), PRIMARY),
+     (A.RefreshLeader(), A.SetInitialize(SYSID), A.SyncSlots(())), Reason.LEADER_REFRESHED),
+    ("lock holder running as replica: refresh first, then promote",
+     obs(cluster(leader=ME), REPLICA), (A.RefreshLeader(), A.Promote()), Reason.LEADER_PROMOTING),
+    ("lock holder stopped, was primary: start as primary after refresh",
+     obs(cluster(leader=ME), STOPPED_PRIMARY), (A.RefreshLeader(), A.StartPostgres(True)),
+     Reason.LEADER_STARTING),
+    ("replica following the leader: nothing to do",
+     obs(cluster(leader="n2"), REPLICA), (), Reason.FOLLOWING),
+    ("replica pointed elsewhere: follow the new leader",
+     obs(cluster(leader="n3"), REPLICA), (A.Follow("n3"),), Reason.FOLLOW_NEW_LEADER),
+    ("stopped node with a leader: start as its replica",
+     obs(cluster(leader="n2"), STOPPED_PRIMARY), (A.StartPostgres(False, "n2"),), Reason.STARTING_REPLICA),
+    ("primary while another holds the lock: demote at once",
+     obs(cluster(leader="n2"), PRIMARY), (A.Demote(A.StopMode.IMMEDIATE, "n2"),), Reason.LOCK_LOST_DEMOTE),
+    ("primary, DCS unreachable, lease still valid: hold",
+     obs(None, PRIMARY, dcs_error="timeout"), (), Reason.DCS_UNREACHABLE_HOLD),
+    ("primary, DCS unreachable, lease about to expire: fence",
+     obs(None, PRIMARY, lease=EXPIRING), (A.Demote(A.StopMode.IMMEDIATE, None),), Reason.LEASE_EXPIRING_FENCE),
+    ("primary, DCS unreachable, never held a lease: fence",
+     obs(None, PRIMARY, lease=LeaseState()), (A.Demote(A.StopMode.IMMEDIATE, None),), Reason.LEASE_EXPIRING_FENCE),
+    ("primary whose key vanished, lease valid: take it back",
+     obs(cluster(leader=None, members=[member(ME)]), PRIMARY),
+     (A.AcquireLeader(), A.SyncSlots(())), Reason.LEADER_KEY_REACQUIRE),
+    ("primary whose key vanished, lease expiring: fence",
+     obs(cluster(leader=None), PRIMARY, lease=EXPIRING), (A.Demote(A.StopMode.IMMEDIATE, None),),
+     Reason.LEASE_EXPIRING_FENCE),
+    ("replica, DCS unreachable: no action",
+     obs(None, REPLICA, dcs_error="timeout"), (), Reason.DCS_UNREACHABLE),
+    ("no leader, I am the most advanced replica: acquire then promote",
+     obs(cluster(members=[member(ME, 100), member("n3", 90)]), REPLICA), (A.AcquireLeader(), A.Promote()),
+     Reason.RACE_WON),
+    ("no leader, another member has more WAL: wait",
+     obs(cluster(members=[member("n3", 150)]), REPLICA), (), Reason.RACE_BEHIND),
+    ("no leader, the more advanced member is not running: race",
+     obs(cluster(members=[member("n3", 150, state="stopped")]), REPLICA), (A.AcquireLeader(), A.Promote()),
+     Reason.RACE_WON),
+    ("no leader, the more advanced member is nofailover: race",
+     obs(cluster(members=[member("n3", 150, nofailover=True)]), REPLICA), (A.AcquireLeader(), A.Promote()),
+     Reason.RACE_WON),
+    ("no leader, a member on a newer timeline: wait",
+     obs(cluster(members=[member("n3", 50, timeline=2)]), REPLICA), (), Reason.RACE_BEHIND),
+    ("no leader, too far behind the last known optime: wait",
+     obs(cluster(status_optime=100 + 2 * 1048576), REPLICA), (), Reason.RACE_TOO_FAR_BEHIND),
+    ("no leader, stopped former primary and healthiest: acquire then start as primary",
+     obs(cluster(), STOPPED_PRIMARY), (A.AcquireLeader(), A.StartPostgres(True)), Reason.RACE_WON_PRIMARY),
+    ("no leader, stopped replica: start read-only first",
+     obs(cluster(), STOPPED_REPLICA), (A.StartPostgres(False, None),), Reason.STARTING_REPLICA),
+    ("foreign data directory: exit",
+     obs(cluster(initialize="7399999999999999999"), STOPPED_PRIMARY),
+     (A.Exit("the data directory belongs to another cluster: its system id 7300000000000000001 differs from "
+             "the cluster's initialize key 7399999999999999999; refusing to start"),), Reason.FOREIGN_DATA_DIR),
+    ("shutdown as leader: stop PostgreSQL, then release",
+     obs(cluster(leader=ME), PRIMARY, shutdown_requested=True),
+     (A.StopPostgres(A.StopMode.FAST), A.ReleaseLeader()), Reason.SHUTDOWN),
+    ("shutdown as replica: only stop",
+     obs(cluster(leader="n2"), REPLICA, shutdown_requested=True), (A.StopPostgres(A.StopMode.FAST),),
+     Reason.SHUTDOWN),
+]
+
+
+@pytest.mark.parametrize("observation, expected_actions, expected_reason",
+                         [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_decide(observation, expected_actions, expected_reason):
+    decision = decide(observation, Memory(), SETTINGS)
+    assert decision.reason is expected_reason
+    assert decision.actions == expected_actions
+    assert decision.memory.last_reason is expected_reason
+
+
+def test_nofailover_node_neither_bootstraps_nor_races():
+    settings = Settings(name=ME, nofailover=True)
+    assert decide(obs(cluster(initialize=None), EMPTY), Memory(), settings).reason is Reason.NOT_ALLOWED_TO_BOOTSTRAP
+    decision = decide(obs(cluster(), REPLICA), Memory(), settings)
+    assert decision.reason is Reason.RACE_NOT_ALLOWED and decision.actions == ()
+
+
+def test_every_promotion_is_preceded_by_a_lease_step():
+    """Ordering contract: Promote / StartPostgres(primary) never come before AcquireLeader or RefreshLeader."""
+    for _, observation, _, _ in CASES:
+        actions = decide(observation, Memory(), SETTINGS).actions
+        for i, action in enumerate(actions):
+            if isinstance(action, A.Promote) or (isinstance(action, A.StartPostgres) and action.as_primary):
+                assert any(isinstance(a, (A.AcquireLeader, A.RefreshLeader)) for a in actions[:i])
+
+
+def test_no_running_primary_is_left_without_a_valid_lease_or_the_lock():
+    """Single-writer rule over a grid of situations: a running primary either holds the lock (leader key names
+    it and the DCS answered) with a refresh first, or has a valid lease and reacquires, or demotes."""
+    leases = [VALID, EXPIRING, LeaseState()]
+    views = [None, cluster(leader=ME), cluster(leader=None), cluster(leader="n2")]
+    for lease in leases:
+        for view in views:
+            decision = decide(obs(view, PRIMARY, lease=lease), Memory(), SETTINGS)
+            kinds = [type(a) for a in decision.actions]
+            demotes = A.Demote in kinds
+            keeps_lock = kinds[:1] in ([A.RefreshLeader], [A.AcquireLeader])
+            holding_quietly = view is None and lease is VALID and not kinds
+            assert demotes or keeps_lock or holding_quietly, (lease, view, decision)
+            if view is not None and view.leader == "n2":
+                assert demotes
+
+
+def test_reasons_render_without_missing_fields():
+    for reason in Reason:
+        assert reason.render(me="n1", leader="n2", detail="x")
