@@ -48,7 +48,7 @@ def job_finished(obs: Observation, memory: Memory, settings: Settings, job: Job)
         return _bootstrap_done(obs, memory, settings) if ok else _bootstrap_failed(memory, job)
     if job.kind is JobKind.CLONE and not ok:
         return Decision((RemoveDataDir(), AckJob()), memory, Reason.CLONE_FAILED, detail=job.detail)
-    return Decision((AckJob(),), memory, Reason.JOB_RUNNING, detail=f"{job.kind.value} {job.state.value}; next")
+    return Decision((AckJob(),), memory, Reason.JOB_DONE, detail=job.kind.value)
 
 
 def _bootstrap_done(obs: Observation, memory: Memory, settings: Settings) -> Decision:

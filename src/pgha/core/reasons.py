@@ -38,6 +38,7 @@ class Reason(Enum):
     CLONE_RUNNING = ("clone_running", "creating replica in progress")
     CLONE_FAILED = ("clone_failed", "creating replica failed ({detail}): removing the partial data directory")
     JOB_RUNNING = ("job_running", "{detail} in progress")
+    JOB_DONE = ("job_done", "{detail} finished")
     STARTING_REPLICA = ("starting_replica", "starting PostgreSQL as a replica of ({leader})")
     FOREIGN_DATA_DIR = ("foreign_data_dir", "{detail}")
     INVALID_DATA_DIR = ("invalid_data_dir", "{detail}")

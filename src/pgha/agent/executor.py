@@ -1,0 +1,129 @@
+"""Carries out a decision's actions, in order, stopping at the first that fails (see core/actions.py).
+
+The executor decides nothing: each action maps to one call on the DCS port or the PostgreSQL node. A failure is
+logged and ends the decision; the next tick's observation shows what state the world is really in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from pgha.core import actions as A
+from pgha.core.dynamic import thaw
+from pgha.core.model import ClusterView, JobKind, Member
+from pgha.ports import Dcs, DcsError
+from pgha.postgres.control import CommandError
+from pgha.postgres.node import PostgresNode
+from pgha.agent.jobs import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+class AgentExit(Exception):
+    """The core asked the agent to stop with an error."""
+
+
+class Executor:
+    def __init__(self, name: str, dcs: Dcs, node: PostgresNode, jobs: JobRunner, bootstrap_cfg: Any,
+                 hba: Callable[[], tuple[str, ...] | None], call_timeout: Callable[[], float]) -> None:
+        self.name = name
+        self.dcs = dcs
+        self.node = node
+        self.jobs = jobs
+        self.bootstrap_cfg = bootstrap_cfg
+        self.hba = hba
+        self.timeout = call_timeout
+        self.cluster: ClusterView | None = None
+
+    def run(self, actions: tuple[A.Action, ...], cluster: ClusterView | None) -> bool:
+        """True when every action succeeded."""
+        self.cluster = cluster
+        for action in actions:
+            try:
+                ok = self._do(action)
+            except AgentExit:
+                raise
+            except (DcsError, CommandError, OSError) as e:
+                log.error("%s failed: %s", type(action).__name__, e)
+                return False
+            except Exception as e:  # psycopg errors and the like: report, never crash the loop
+                log.error("%s failed: %s: %s", type(action).__name__, type(e).__name__, e)
+                return False
+            if ok is False:
+                log.warning("%s did not succeed; stopping this decision here", type(action).__name__)
+                return False
+        return True
+
+    def _member(self, name: str | None) -> Member | None:
+        if name is None or self.cluster is None:
+            return None
+        return self.cluster.member(name)
+
+    def _do(self, action: A.Action) -> bool | None:
+        handler = getattr(self, "_" + type(action).__name__)
+        return handler(action)
+
+    # DCS actions
+    def _AcquireLeader(self, a: A.AcquireLeader) -> bool:
+        return self.dcs.acquire_leader(self.name, timeout=self.timeout())
+
+    def _RefreshLeader(self, a: A.RefreshLeader) -> bool:
+        return self.dcs.refresh_leader(self.name, timeout=self.timeout())
+
+    def _ReleaseLeader(self, a: A.ReleaseLeader) -> bool:
+        return self.dcs.release_leader(self.name, timeout=self.timeout())
+
+    def _ClaimInitialize(self, a: A.ClaimInitialize) -> bool:
+        return self.dcs.claim_initialize(timeout=self.timeout())
+
+    def _SetInitialize(self, a: A.SetInitialize) -> None:
+        self.dcs.set_initialize(a.system_id, timeout=self.timeout())
+
+    def _CancelInitialize(self, a: A.CancelInitialize) -> None:
+        self.dcs.cancel_initialize(timeout=self.timeout())
+
+    def _WriteConfig(self, a: A.WriteConfig) -> None:
+        self.dcs.set_config(thaw(self.bootstrap_cfg.dcs), timeout=self.timeout())
+
+    # PostgreSQL actions
+    def _Bootstrap(self, a: A.Bootstrap) -> None:
+        b = self.bootstrap_cfg
+        self.jobs.start(JobKind.BOOTSTRAP, lambda: self.node.bootstrap(b.initdb, self.hba(), b.pg_hba))
+
+    def _Clone(self, a: A.Clone) -> bool:
+        source = self._member(a.source)
+        if source is None:
+            log.warning("cannot clone: member %s is not in the DCS", a.source)
+            return False
+        self.jobs.start(JobKind.CLONE, lambda: self.node.clone(source))
+        return True
+
+    def _RemoveDataDir(self, a: A.RemoveDataDir) -> None:
+        self.node.remove_data_dir()
+
+    def _StartPostgres(self, a: A.StartPostgres) -> None:
+        self.node.write_pgpass()
+        self.node.start(self._member(a.upstream), a.as_primary, self.hba())
+
+    def _Follow(self, a: A.Follow) -> None:
+        self.node.follow(self._member(a.upstream))
+
+    def _Promote(self, a: A.Promote) -> None:
+        self.node.promote()
+
+    def _Demote(self, a: A.Demote) -> None:
+        self.node.stop(a.mode.value)
+        self.node.start(self._member(a.upstream), False, self.hba())
+
+    def _StopPostgres(self, a: A.StopPostgres) -> None:
+        self.node.stop(a.mode.value)
+
+    def _SyncSlots(self, a: A.SyncSlots) -> None:
+        self.node.sync_slots(a.members)
+
+    def _AckJob(self, a: A.AckJob) -> None:
+        self.jobs.ack()
+
+    def _Exit(self, a: A.Exit) -> None:
+        raise AgentExit(a.message)

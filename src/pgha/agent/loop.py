@@ -1,0 +1,182 @@
+"""The HA loop: observe, decide, act, publish; one thread owns every decision.
+
+Each tick: renew our DCS lease (so our member key stays alive and, for the leader, the lock) and read the cluster,
+probe PostgreSQL, build an Observation, call ``decide()``, run its actions, publish our member key, log one line
+saying what was decided and why. Then wait until the next tick: ``loop_wait`` at most, earlier when the leader
+key changes (DCS watch), a background job ends, or -- for a primary -- in time to fence before its lease could
+run out.
+
+Rules
+1. Only this loop acts on PostgreSQL or writes the DCS; other threads (jobs, the watch, later the REST API) only
+   report.
+2. Every DCS call carries a deadline that ends before the lease's fence point, so a hung DCS cannot keep the
+   loop from fencing.
+3. The lease's validity is measured from the *send* time of the last accepted renewal.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import replace
+from typing import Any, Callable
+
+from pgha.agent.executor import AgentExit, Executor
+from pgha.agent.jobs import JobRunner
+from pgha.agent.member import member_data
+from pgha.core.decide import decide
+from pgha.core.dynamic import DynamicConfig
+from pgha.core.model import ClusterView, LeaseState, Observation, PgRole
+from pgha.core.settings import Memory, Settings
+from pgha.osuser import Account
+from pgha.ports import Dcs, DcsError
+from pgha.postgres.node import PostgresNode
+
+log = logging.getLogger("pgha")
+
+_QUIET = {"RefreshLeader", "SyncSlots"}
+
+
+class Agent:
+    def __init__(self, cfg: Any, dcs: Dcs, account: Account, clock: Callable[[], float] = time.monotonic) -> None:
+        self.cfg = cfg
+        self.dcs = dcs
+        self.clock = clock
+        self.node = PostgresNode(cfg, account)
+        self.wake = threading.Event()
+        self.jobs = JobRunner(clock, on_done=self.wake.set)
+        self.executor = Executor(cfg.name, dcs, self.node, self.jobs, cfg.bootstrap, self._hba, self._call_timeout)
+        self.memory = Memory()
+        self.lease = LeaseState()
+        self.shutdown = threading.Event()
+        self.dynamic, _ = DynamicConfig.from_dict(cfg.bootstrap.dcs)
+        self.settings = self._settings()
+        self.last_decision = None
+
+    # --- configuration --------------------------------------------------------------------------------
+    def _settings(self) -> Settings:
+        ttl, loop_wait, retry_timeout = self.dynamic.effective_timing()
+        tags = self.cfg.tags or {}
+        prio = tags.get("failover_priority")
+        nofailover = bool(tags.get("nofailover")) or (isinstance(prio, int) and prio <= 0)
+        return Settings(name=self.cfg.name, ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout,
+                        maximum_lag_on_failover=self.dynamic.maximum_lag_on_failover, nofailover=nofailover,
+                        use_slots=self.dynamic.use_slots, fence_margin=min(2.0, ttl * 0.25))
+
+    def _apply_dynamic(self, cluster: ClusterView | None) -> None:
+        if cluster is None or cluster.config is None:
+            return
+        dynamic, errors = DynamicConfig.from_dict(cluster.config)
+        if dynamic == self.dynamic:
+            return
+        for error in errors:
+            log.warning("DCS config: %s (keeping the default)", error)
+        self.dynamic = dynamic
+        self.settings = self._settings()
+        self.dcs.set_ttl(int(self.settings.ttl))
+        self.node.dynamic_parameters = dynamic.parameters
+        self.node.use_slots = dynamic.use_slots
+
+    def _hba(self) -> tuple[str, ...] | None:
+        return self.cfg.postgresql.pg_hba or self.dynamic.pg_hba or None
+
+    def _call_timeout(self) -> float:
+        """A DCS call's deadline: retry_timeout, cut short so a primary can still fence in time."""
+        budget = self.settings.retry_timeout
+        if self.lease.valid_until is not None and self.last_local_role is PgRole.PRIMARY:
+            left = self.lease.valid_until - self.settings.fence_margin - self.clock()
+            budget = min(budget, max(0.2, left))
+        return budget
+
+    last_local_role: PgRole | None = None
+
+    # --- one tick -------------------------------------------------------------------------------------
+    def observe(self) -> Observation:
+        cluster, error = None, ""
+        try:
+            sent = self.clock()
+            granted = self.dcs.renew_lease(timeout=self._call_timeout())
+            self.lease = LeaseState(valid_until=sent + granted)
+            cluster = self.dcs.snapshot(timeout=self._call_timeout())
+        except DcsError as e:
+            error = str(e)
+        local = replace(self.node.probe.local_state(self.node.upstream()), job=self.jobs.current())
+        self.last_local_role = local.role
+        return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
+                           shutdown_requested=self.shutdown.is_set())
+
+    def tick(self) -> Observation:
+        obs = self.observe()
+        self._apply_dynamic(obs.cluster)
+        decision = decide(obs, self.memory, self.settings)
+        self.memory = decision.memory
+        log.info("%s", decision.message(self.cfg.name))
+        done = self.executor.run(decision.actions, obs.cluster)
+        self.last_decision = (decision, done)
+        if obs.cluster is not None and not obs.shutdown_requested:
+            self._publish(obs)
+        return obs
+
+    def _publish(self, obs: Observation) -> None:
+        local = self.node.probe.local_state(self.node.upstream())
+        local = replace(local, job=self.jobs.current())
+        try:
+            self.dcs.touch_member(self.cfg.name, member_data(self.cfg, local), timeout=self._call_timeout())
+        except DcsError as e:
+            log.warning("could not publish member data: %s", e)
+
+    def _next_wait(self) -> float:
+        wait = self.settings.loop_wait
+        decision, done = self.last_decision or (None, True)
+        if decision is not None and any(type(a).__name__ not in _QUIET for a in decision.actions):
+            wait = min(wait, 0.5)  # something changed: look again soon
+        if self.last_local_role is PgRole.PRIMARY and self.lease.valid_until is not None:
+            fence_at = self.lease.valid_until - self.settings.fence_margin - self.settings.retry_timeout
+            wait = min(wait, max(0.05, fence_at - self.clock()))
+        return wait
+
+    def _sleep(self, seconds: float) -> None:
+        deadline = self.clock() + seconds
+        while not self.shutdown.is_set() and not self.wake.is_set():
+            left = deadline - self.clock()
+            if left <= 0:
+                break
+            if self.dcs.wait_for_leader_change(min(left, 0.25)):
+                break
+        self.wake.clear()
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+    def refuse_duplicate_name(self) -> None:
+        try:
+            alive = self.dcs.member_lease_alive(self.cfg.name, timeout=self.settings.retry_timeout)
+        except DcsError as e:
+            log.warning("could not check for a live member with my name: %s", e)
+            return
+        if alive:
+            raise AgentExit(f"Can't start; there is already a node named '{self.cfg.name}' running")
+
+    def run(self) -> int:
+        self.dcs.set_ttl(int(self.settings.ttl))
+        try:
+            self.refuse_duplicate_name()
+            while True:
+                try:
+                    obs = self.tick()
+                except AgentExit:
+                    raise
+                except Exception:  # a bug or an unexpected answer: log it, keep the loop (and fencing) alive
+                    log.exception("unexpected error in the HA loop")
+                    obs = None
+                if obs is not None and obs.shutdown_requested:
+                    break
+                self._sleep(self._next_wait() if obs is not None else min(1.0, self.settings.loop_wait))
+        except AgentExit as e:
+            log.error("%s", e)
+            self.dcs.close(revoke=False)
+            return 1
+        finally:
+            self.node.probe.close()
+        self.dcs.close(revoke=True)
+        log.info("agent stopped")
+        return 0

@@ -1,0 +1,112 @@
+"""The `pgha` command line: one group, one small function per verb.
+
+Operator verbs (list, dsn, ...) read the cluster from the DCS named by `-c FILE` (a Patroni or pgha YAML file,
+or the DIR/pgha.yml that `pgha up` writes) or `--dcs-url`; the agent runs with `pgha run CONFIG`.
+Failures print `Error: <reason>` on stderr and exit 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+
+import click
+
+from pgha import __version__
+from pgha.cli.errors import CliError
+from pgha.cli.validate import validate
+
+
+def _default_dir() -> str:
+    import getpass
+    return os.environ.get("PGHA_DIR") or f"/tmp/pgha-{getpass.getuser()}"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-c", "--config-file", "config_file", envvar="PATRONICTL_CONFIG_FILE",
+              help="cluster config: a Patroni/pgha YAML file, or DIR/pgha.yml written by `pgha up`")
+@click.option("-d", "--dcs-url", "dcs_url", envvar="DCS_URL", help="etcd3://host:port/namespace")
+@click.version_option(__version__, prog_name="pgha")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None) -> None:
+    """PostgreSQL high availability, compatible with Patroni."""
+    ctx.obj = {"config_file": config_file, "dcs_url": dcs_url}
+
+
+cli.add_command(validate)
+
+
+@cli.command()
+@click.argument("config")
+def run(config: str) -> None:
+    """Run the agent for one node, in the foreground (SIGTERM stops it cleanly)."""
+    from pgha.agent.loop import Agent
+    from pgha.config import ConfigError, load_config
+    from pgha.dcs import make_dcs
+    from pgha.osuser import AccountError, postgres_account
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
+    try:
+        cfg, warnings = load_config(config)
+        account = postgres_account()
+    except (ConfigError, AccountError) as e:
+        raise CliError(str(e)) from None
+    for warning in warnings:
+        logging.warning("%s", warning)
+    e = cfg.etcd
+    dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
+                   cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
+    agent = Agent(cfg, dcs, account)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: agent.shutdown.set())
+    sys.exit(agent.run())
+
+
+@cli.command()
+@click.option("--nodes", default=3, show_default=True, type=click.IntRange(1, 9))
+@click.option("--dir", "directory", default=_default_dir, show_default="/tmp/pgha-$USER",
+              help="where the cluster lives (configs, data, logs)")
+@click.option("--base-port", default=5440, show_default=True, type=click.IntRange(1024, 65000),
+              help="PostgreSQL on P..P+N-1, REST API on P+100.., etcd on P+200")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(10, 3600))
+def up(nodes: int, directory: str, base_port: int, timeout: int) -> None:
+    """Start a local cluster: its own etcd and NODES PostgreSQL nodes with their agents."""
+    from pgha.cli.local import do_up
+    do_up(nodes, directory, base_port, timeout)
+
+
+@cli.command()
+@click.option("--dir", "directory", default=_default_dir, show_default="/tmp/pgha-$USER")
+def down(directory: str) -> None:
+    """Stop everything `pgha up` started in DIR (the data stays; `pgha up` again restarts it)."""
+    from pgha.cli.local import do_down
+    do_down(directory)
+
+
+@cli.command("list")
+@click.argument("cluster_names", nargs=-1)
+@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "tsv", "json", "yaml"]), default="pretty")
+@click.pass_obj
+def list_(obj: dict, cluster_names: tuple[str, ...], fmt: str) -> None:
+    """Show the cluster's members, roles, states and lag."""
+    from pgha.cli.ctl import cluster_view
+    from pgha.cli.listing import render
+    scope, view = cluster_view(obj, cluster_names)
+    click.echo(render(view, scope, fmt))
+
+
+@cli.command()
+@click.argument("cluster_names", nargs=-1)
+@click.option("-r", "--role", type=click.Choice(["primary", "leader", "replica", "any"]), default="primary")
+@click.option("-m", "--member", default=None, help="a member's name")
+@click.pass_obj
+def dsn(obj: dict, cluster_names: tuple[str, ...], role: str, member: str | None) -> None:
+    """Print a libpq connection string for the primary, a replica, or a named member."""
+    from pgha.cli.ctl import member_dsn
+    click.echo(member_dsn(obj, cluster_names, role, member))
+
+
+def main() -> None:
+    cli(prog_name="pgha")

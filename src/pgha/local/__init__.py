@@ -1,0 +1,1 @@
+"""`pgha up`: a real cluster on this machine (etcd, PostgreSQL nodes and their agents) in one command."""

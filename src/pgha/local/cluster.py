@@ -1,0 +1,241 @@
+"""Bring a local cluster up and down: its own etcd, N agents (each running its PostgreSQL), on 127.0.0.1.
+
+Rules
+1. Every process is started detached (its own session) and recorded by PID in DIR/state.json; ``down`` ends
+   exactly those PIDs, agents first (replicas before the leader, so the leader's last WAL is the newest), etcd
+   last. Nothing is ever killed by name.
+2. ``up`` on a directory that already holds a cluster restarts it with its data: the node that led when it was
+   stopped starts first, so it takes the lock back on its own timeline.
+3. Files with passwords (node configs, pgpass files) are 0600; PostgreSQL's files belong to its account.
+4. Every wait is bounded and says what it is waiting for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import yaml
+
+from pgha.core.model import ClusterView
+from pgha.dcs import make_dcs
+from pgha.fsutil import write_atomic
+from pgha.local import etcd
+from pgha.local.layout import Layout, SCOPE, ctl_config, dump_yaml, new_secrets, node_config, read_state
+from pgha.osuser import Account, postgres_account
+from pgha.postgres.conf import render_pgpass
+from pgha.ports import DcsError
+
+DEFAULT_TIMING = {"ttl": 10, "loop_wait": 1, "retry_timeout": 2}
+
+
+class UpError(Exception):
+    pass
+
+
+class LocalCluster:
+    def __init__(self, layout: Layout, say: Callable[[str], None] = print) -> None:
+        self.layout = layout
+        self.say = say
+        self.account: Account = postgres_account()
+
+    # --- files ----------------------------------------------------------------------------------------
+    def _check_reachable(self) -> None:
+        """PostgreSQL's account must be able to walk down to DIR (root's home usually is 0700)."""
+        if not self.account.switching:
+            return
+        path = os.path.abspath(self.layout.root)
+        while True:
+            parent = os.path.dirname(path)
+            if parent == path:
+                return
+            path = parent
+            st = os.stat(path)
+            if not (st.st_mode & 0o001) and st.st_uid != self.account.uid:
+                raise UpError(f"{self.layout.root} is not reachable by the '{self.account.name}' account "
+                              f"that runs PostgreSQL ({path} is mode {oct(st.st_mode & 0o777)}): "
+                              "choose --dir under /tmp or /var/tmp")
+
+    def _secrets(self) -> dict[str, str]:
+        path = self.layout.path("node0", "pgha.yml")
+        if os.path.exists(path):
+            with open(path) as f:
+                auth = yaml.safe_load(f)["postgresql"]["authentication"]
+            return {role: auth[role]["password"] for role in ("superuser", "replication", "rewind")}
+        return new_secrets()
+
+    def write_files(self, timing: dict[str, Any]) -> None:
+        layout = self.layout
+        os.makedirs(layout.root, mode=0o755, exist_ok=True)
+        self._check_reachable()
+        pw = self._secrets()
+        for i in range(layout.nodes):
+            node_dir = layout.node_dir(i)
+            os.makedirs(node_dir, mode=0o700, exist_ok=True)
+            self.account.chown(node_dir)
+            write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(node_config(layout, i, pw, timing)),
+                         mode=0o600)
+        write_atomic(layout.ctl_config, dump_yaml(ctl_config(layout)), mode=0o600)
+        write_atomic(layout.client_pgpass, render_pgpass([("postgres", pw["superuser"])]), mode=0o600)
+
+    def _save_state(self, state: dict[str, Any]) -> None:
+        write_atomic(self.layout.state_file, json.dumps(state, indent=2) + "\n", mode=0o644)
+
+    # --- processes ------------------------------------------------------------------------------------
+    def _start_etcd(self, state: dict[str, Any]) -> None:
+        if etcd.pid_alive(state.get("etcd_pid")):
+            return
+        layout = self.layout
+        proc = etcd.start_etcd(layout.path("etcd"), layout.etcd_port, layout.etcd_peer_port, layout.path("etcd.log"))
+        state["etcd_pid"] = proc.pid
+        self._save_state(state)
+        try:
+            etcd.wait_healthy(layout.etcd_port, timeout=30, proc=proc)
+        except (RuntimeError, TimeoutError) as e:
+            raise UpError(f"{e}; see {layout.path('etcd.log')}") from None
+
+    def _start_agent(self, i: int, state: dict[str, Any]) -> None:
+        pids = state.setdefault("agents", {})
+        name = self.layout.name(i)
+        if etcd.pid_alive(pids.get(name)):
+            return
+        node_dir = self.layout.node_dir(i)
+        with open(os.path.join(node_dir, "agent.log"), "ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "pgha", "run", os.path.join(node_dir, "pgha.yml")],
+                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        pids[name] = proc.pid
+        self._save_state(state)
+
+    def dcs(self):
+        return make_dcs(hosts=[("127.0.0.1", self.layout.etcd_port)], namespace="/service", scope=SCOPE, ttl=10)
+
+    def snapshot(self, dcs) -> ClusterView | None:
+        try:
+            return dcs.snapshot(timeout=2)
+        except DcsError:
+            return None
+
+    # --- up / down ------------------------------------------------------------------------------------
+    def up(self, timeout: float = 300.0, timing: dict[str, Any] | None = None) -> ClusterView:
+        started = time.monotonic()
+        self.write_files(timing or DEFAULT_TIMING)
+        state = read_state(self.layout)
+        state.update(nodes=self.layout.nodes, base_port=self.layout.base_port)
+        self._start_etcd(state)
+        dcs = self.dcs()
+        try:
+            first = state.get("last_leader")
+            order = sorted(range(self.layout.nodes), key=lambda i: self.layout.name(i) != first)
+            if first in [self.layout.name(i) for i in order]:
+                self._start_agent(order[0], state)
+                self._wait(dcs, lambda v: v.leader is not None, started + timeout, "a leader")
+            for i in order:
+                self._start_agent(i, state)
+            view = self._wait(dcs, self._healthy, started + timeout, "one leader and streaming replicas")
+        finally:
+            dcs.close(revoke=False)
+        state["last_leader"] = view.leader
+        self._save_state(state)
+        self.say(f"cluster {SCOPE} is up: {self.layout.nodes} nodes in {time.monotonic() - started:.1f}s")
+        return view
+
+    def _healthy(self, view: ClusterView) -> bool:
+        if view.leader is None or len(view.members) < self.layout.nodes:
+            return False
+        for member in view.members:
+            if member.name == view.leader:
+                if member.state != "running" or member.role != "primary":
+                    return False
+            elif member.data.get("replication_state") != "streaming":
+                return False
+        return True
+
+    def _wait(self, dcs, done: Callable[[ClusterView], bool], deadline: float, what: str) -> ClusterView:
+        last = ""
+        self._check_agents()
+        while time.monotonic() < deadline:
+            view = self.snapshot(dcs)
+            if view is not None:
+                if done(view):
+                    return view
+                line = progress_line(view)
+                if line != last:
+                    self.say(f"  waiting for {what}: {line}")
+                    last = line
+            self._check_agents()
+            time.sleep(0.2)
+        raise UpError(f"timed out waiting for {what}; agent logs are in {self.layout.root}/node*/agent.log")
+
+    def _check_agents(self) -> None:
+        state = read_state(self.layout)
+        for name, pid in state.get("agents", {}).items():
+            if not etcd.pid_alive(pid):
+                log = os.path.join(self.layout.root, name, "agent.log")
+                raise UpError(f"the agent of {name} exited; last lines of {log}:\n" + tail(log, 8))
+
+    def down(self) -> list[str]:
+        state = read_state(self.layout)
+        stopped: list[str] = []
+        agents: dict[str, int] = state.get("agents", {})
+        leader = self._current_leader(state)
+        if leader:
+            state["last_leader"] = leader
+        for name in sorted(agents, key=lambda n: n == leader):  # replicas first, the leader last
+            pid = agents[name]
+            if etcd.pid_alive(pid):
+                etcd.stop_pid(pid, timeout=90)
+                stopped.append(name)
+        state["agents"] = {}
+        stopped += self._stop_orphan_postgres()
+        if etcd.pid_alive(state.get("etcd_pid")):
+            etcd.stop_pid(state["etcd_pid"])
+            stopped.append("etcd")
+        state.pop("etcd_pid", None)
+        self._save_state(state)
+        return stopped
+
+    def _stop_orphan_postgres(self) -> list[str]:
+        """A PostgreSQL whose agent was killed keeps running; stop it by its own postmaster.pid."""
+        from pgha.postgres.control import PgCommands
+        from pgha.config import load_config
+        stopped = []
+        for i in range(self.layout.nodes):
+            config = os.path.join(self.layout.node_dir(i), "pgha.yml")
+            if not os.path.exists(config):
+                continue
+            cfg, _ = load_config(config)
+            commands = PgCommands(cfg.postgresql.bin_dir, cfg.postgresql.data_dir, self.account)
+            if commands.postmaster_pid() is not None:
+                commands.stop("fast", 60)
+                stopped.append(f"{self.layout.name(i)} postgres")
+        return stopped
+
+    def _current_leader(self, state: dict[str, Any]) -> str | None:
+        if not etcd.pid_alive(state.get("etcd_pid")):
+            return None
+        dcs = self.dcs()
+        try:
+            view = self.snapshot(dcs)
+            return view.leader if view else None
+        finally:
+            dcs.close(revoke=False)
+
+
+def progress_line(view: ClusterView) -> str:
+    parts = []
+    for m in sorted(view.members, key=lambda m: m.name):
+        role = "leader" if m.name == view.leader else (m.data.get("replication_state") or m.role or "?")
+        parts.append(f"{m.name} {m.state or '?'}/{role}")
+    return ", ".join(parts) or "no member has registered yet"
+
+
+def tail(path: str, lines: int) -> str:
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,107 @@
+"""A single-member etcd on loopback, started from the system's etcd binary (Debian's etcd-server).
+
+Used by ``pgha up`` and by the tests. Rules: only 127.0.0.1; every wait is bounded; the process is ended by the
+PID we started, never by name.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import requests
+
+
+class EtcdMissing(Exception):
+    pass
+
+
+ETCD_INSTALL_HINT = "etcd is not installed: run `apt-get install -y etcd-server` (Debian) and try again"
+
+
+def etcd_binary() -> str:
+    path = shutil.which("etcd") or ("/usr/bin/etcd" if os.path.exists("/usr/bin/etcd") else None)
+    if path is None:
+        raise EtcdMissing(ETCD_INSTALL_HINT)
+    return path
+
+
+def etcd_command(data_dir: str, client_port: int, peer_port: int, name: str = "pgha") -> list[str]:
+    client = f"http://127.0.0.1:{client_port}"
+    peer = f"http://127.0.0.1:{peer_port}"
+    return [etcd_binary(), "--name", name, "--data-dir", data_dir,
+            "--listen-client-urls", client, "--advertise-client-urls", client,
+            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+            "--initial-cluster", f"{name}={peer}", "--initial-cluster-state", "new",
+            "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"]
+
+
+def start_etcd(data_dir: str, client_port: int, peer_port: int, log_path: str,
+               detach: bool = True) -> subprocess.Popen:
+    os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(etcd_command(data_dir, client_port, peer_port), stdout=log, stderr=log,
+                                stdin=subprocess.DEVNULL, start_new_session=detach)
+
+
+def wait_healthy(client_port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{client_port}/health"
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"etcd exited with code {proc.returncode} while starting")
+        try:
+            if requests.get(url, timeout=1).ok:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"etcd on 127.0.0.1:{client_port} did not become healthy within {timeout:.0f}s")
+
+
+def stop_pid(pid: int, timeout: float = 20.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; returns once the process is gone."""
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    if not wait_gone(pid, timeout):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return
+        wait_gone(pid, 5)
+
+
+def pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done == pid:
+                return True
+        except ChildProcessError:
+            pass
+        if not pid_alive(pid):
+            return True
+        time.sleep(0.05)
+    return not pid_alive(pid)

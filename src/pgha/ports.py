@@ -1,0 +1,82 @@
+"""The small interfaces the agent's shell drives: the DCS and the clock.
+
+Every DCS backend (etcd v3 now; ZooKeeper and Consul later; the in-memory one for the simulator and tests)
+implements ``Dcs`` and passes the same contract suite (tests/contract/). Keys and values are Patroni's
+(../shared/spec/patroni-compat.md, section 1), under ``/<namespace>/<scope>/``.
+
+Rules
+1. Every call returns within its deadline (``timeout`` seconds, or the backend's default), raising
+   ``DcsError`` when the DCS cannot be reached in time. No call retries past its deadline.
+2. Compare-and-swap operations answer False when the comparison fails; that is not an error.
+3. One lease (session) per agent: the leader key and the agent's own member key both live on it, so both vanish
+   when the agent stops renewing for ``ttl`` seconds.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Protocol
+
+from pgha.core.model import ClusterView
+
+
+class DcsError(Exception):
+    """The DCS could not be reached or answered an error, within the call's deadline."""
+
+
+class Dcs(Protocol):
+    ttl: int
+
+    def set_ttl(self, ttl: int) -> None:
+        """Use ``ttl`` for leases granted from now on (a new lease is granted at the next renew)."""
+
+    def snapshot(self, timeout: float | None = None) -> ClusterView:
+        """Read the whole cluster prefix in one consistent read."""
+
+    def renew_lease(self, timeout: float | None = None) -> float:
+        """Keep the agent's lease alive, granting a new one when it has none or it expired.
+
+        Returns the TTL in seconds the DCS granted, counted from the moment this call was *sent*.
+        """
+
+    def acquire_leader(self, name: str, timeout: float | None = None) -> bool:
+        """Create the leader key with ``name`` on our lease, only if it does not exist."""
+
+    def refresh_leader(self, name: str, timeout: float | None = None) -> bool:
+        """Keep holding the leader key: renew the lease and make sure the key holds ``name`` on our lease.
+
+        False when the key is missing or holds another name: the lock is lost.
+        """
+
+    def release_leader(self, name: str, timeout: float | None = None) -> bool:
+        """Delete the leader key only if it holds ``name``."""
+
+    def touch_member(self, name: str, data: Mapping[str, Any], timeout: float | None = None) -> None:
+        """Write ``members/<name>`` (compact JSON) on our lease; skipped when unchanged since the last write."""
+
+    def member_lease_alive(self, name: str, timeout: float | None = None) -> bool | None:
+        """Is ``members/<name>`` held by a lease other than ours that someone keeps renewing?
+
+        None when the key does not exist. Used once at start-up to refuse a second agent with a live name.
+        """
+
+    def claim_initialize(self, timeout: float | None = None) -> bool:
+        """Create ``initialize`` with "" only if absent: True means we won the bootstrap race."""
+
+    def set_initialize(self, system_id: str, timeout: float | None = None) -> None:
+        """Write the system identifier into ``initialize`` (permanent key)."""
+
+    def cancel_initialize(self, timeout: float | None = None) -> None:
+        """Delete ``initialize`` after a failed bootstrap, so another node may try."""
+
+    def set_config(self, config: Mapping[str, Any], timeout: float | None = None) -> bool:
+        """Create ``config`` (dynamic configuration JSON) only if absent."""
+
+    def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None: ...
+
+    def set_status(self, status: Mapping[str, Any], timeout: float | None = None) -> None: ...
+
+    def wait_for_leader_change(self, timeout: float) -> bool:
+        """Block until the leader key changes (or the watch breaks), at most ``timeout`` s. True if it changed."""
+
+    def close(self, revoke: bool = True) -> None:
+        """Stop watches; with ``revoke`` drop our lease, which deletes our member and leader keys at once."""

@@ -1,0 +1,125 @@
+"""Running PostgreSQL's own programs for the agent: initdb, pg_ctl, pg_basebackup, pg_controldata.
+
+Rules
+1. Every command runs as the PostgreSQL account (osuser.py) with a deadline; a command that overruns it is
+   killed and reported as failed. Nothing here waits without a bound.
+2. Stopping escalates: the requested mode first, then ``immediate``, then SIGKILL of the postmaster, so a
+   demotion never hangs on a stuck shutdown.
+3. Errors carry the command's last output lines, never a password (passwords travel in pgpass/pwfile only).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+from pgha.osuser import Account
+
+
+class CommandError(Exception):
+    pass
+
+
+class PgCommands:
+    def __init__(self, bin_dir: str, data_dir: str, account: Account, env: dict | None = None) -> None:
+        self.bin_dir = bin_dir
+        self.data_dir = data_dir
+        self.account = account
+        self.extra_env = env or {}
+
+    def binary(self, name: str) -> str:
+        return os.path.join(self.bin_dir, name) if self.bin_dir else name
+
+    def run(self, name: str, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
+        return self._run(name, [self.binary(name), *args], timeout, check)
+
+    def run_script(self, argv: list[str], timeout: float) -> subprocess.CompletedProcess:
+        return self._run(os.path.basename(argv[0]), argv, timeout, True)
+
+    def _run(self, name: str, cmd: list[str], timeout: float, check: bool) -> subprocess.CompletedProcess:
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd="/",
+                                  env=self.account.env(self.extra_env), **self.account.subprocess_kwargs())
+        except subprocess.TimeoutExpired:
+            raise CommandError(f"{name} did not finish within {timeout:.0f}s") from None
+        except OSError as e:
+            raise CommandError(f"{name}: {e}") from None
+        if check and proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout or "").strip().splitlines()[-5:]
+            raise CommandError(f"{name} exited with {proc.returncode}: " + " | ".join(tail))
+        return proc
+
+    def controldata(self) -> dict[str, str]:
+        proc = self.run("pg_controldata", "-D", self.data_dir, timeout=10, check=False)
+        if proc.returncode != 0:
+            return {}
+        out = {}
+        for line in proc.stdout.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                out[key.strip()] = value.strip()
+        return out
+
+    def start(self, timeout: float, log_file: str) -> None:
+        self.run("pg_ctl", "start", "-D", self.data_dir, "-w", "-t", str(int(max(1, timeout))), "-l", log_file,
+                 timeout=timeout + 5)
+
+    def stop(self, mode: str, timeout: float) -> None:
+        """Stop with ``mode``, escalating to immediate and then SIGKILL; returns once no postmaster runs."""
+        for step in (mode, "immediate"):
+            try:
+                self.run("pg_ctl", "stop", "-D", self.data_dir, "-m", step, "-w", "-t", str(int(max(1, timeout))),
+                         timeout=timeout + 5)
+                return
+            except CommandError:
+                if not self.postmaster_pid():
+                    return
+        pid = self.postmaster_pid()
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            self._wait_gone(pid, 10)
+
+    def _wait_gone(self, pid: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and _alive(pid):
+            time.sleep(0.05)
+
+    def promote(self, timeout: float) -> None:
+        self.run("pg_ctl", "promote", "-D", self.data_dir, "-w", "-t", str(int(max(1, timeout))),
+                 timeout=timeout + 5)
+
+    def reload(self) -> None:
+        self.run("pg_ctl", "reload", "-D", self.data_dir, timeout=15)
+
+    def postmaster_pid(self) -> int | None:
+        """The running postmaster's pid from postmaster.pid, or None when none runs."""
+        try:
+            with open(os.path.join(self.data_dir, "postmaster.pid")) as f:
+                pid = int(f.readline().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) and _is_postgres(pid) else None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _is_postgres(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip() in ("postgres", "postmaster")
+    except OSError:
+        return True  # no /proc: trust the pid file

@@ -1,0 +1,224 @@
+"""The local PostgreSQL node's lifecycle: bootstrap, clone, configure, start, stop, promote, follow, slots.
+
+This is the "control" half of the PostgreSQL adapter (probe.py is the read-only half). The executor calls it to
+carry out the core's actions; it decides nothing.
+
+Rules
+1. Files PostgreSQL reads are written atomically and owned by the PostgreSQL account; the pgpass file is 0600.
+2. The replica configuration (standby.signal, primary_conninfo, primary_slot_name) is written *before* the
+   server starts, so a node never starts as a primary by accident.
+3. Role passwords are sent with logging of the statement switched off for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import tempfile
+from typing import Any, Mapping
+
+from psycopg import sql
+
+from pgha.core.model import Member
+from pgha.fsutil import read_text, write_atomic
+from pgha.osuser import Account
+from pgha.postgres import conf
+from pgha.postgres.control import CommandError, PgCommands
+from pgha.postgres.probe import Probe
+
+
+def local_host(listen_addresses: str) -> str:
+    first = (listen_addresses or "").split(",")[0].strip()
+    if first in ("", "*", "0.0.0.0"):
+        return "127.0.0.1"
+    return "::1" if first == "::" else first
+
+
+class PostgresNode:
+    def __init__(self, cfg: Any, account: Account) -> None:
+        self.cfg = cfg
+        pg = cfg.postgresql
+        self.pg = pg
+        self.account = account
+        self.data_dir = pg.data_dir
+        self.commands = PgCommands(pg.bin_dir, pg.data_dir, account, env={"PGPASSFILE": pg.pgpass})
+        superuser = pg.superuser
+        self.probe = Probe(self.commands, {
+            "host": local_host(pg.listen_addresses), "port": pg.port, "user": superuser.username,
+            "password": superuser.password or None, "dbname": pg.database, "application_name": "pgha",
+        })
+        self.dynamic_parameters: Mapping[str, Any] = {}
+        self.use_slots = True
+
+    # --- files -----------------------------------------------------------------------------------------
+    def write_pgpass(self) -> None:
+        pg = self.pg
+        entries = [(pg.replication.username, pg.replication.password or ""),
+                   (pg.superuser.username, pg.superuser.password or "")]
+        if pg.rewind is not None:
+            entries.append((pg.rewind.username, pg.rewind.password or ""))
+        write_atomic(pg.pgpass, conf.render_pgpass(entries), mode=0o600, chown=self.account.chown)
+
+    def _write(self, name: str, content: str) -> None:
+        write_atomic(os.path.join(self.data_dir, name), content, mode=0o600, chown=self.account.chown)
+
+    def upstream(self) -> str | None:
+        return conf.upstream_from_conf(read_text(os.path.join(self.data_dir, "postgresql.conf")))
+
+    def configure(self, upstream: Member | None, as_replica: bool, hba: tuple[str, ...] | None) -> None:
+        """Write postgresql.conf (and standby.signal for a replica) for the next start or reload."""
+        standby = self._standby_settings(upstream) if as_replica else None
+        params = conf.merge_parameters(self.dynamic_parameters, self.pg.parameters)
+        text = conf.render_postgresql_conf(params, listen_addresses=self.pg.listen_addresses, port=self.pg.port,
+                                           cluster_name=self.cfg.scope, standby=standby,
+                                           upstream=upstream.name if upstream else None)
+        self._write("postgresql.conf", text)
+        if hba:
+            self._write("pg_hba.conf", conf.render_pg_hba(hba))
+        signal_file = os.path.join(self.data_dir, "standby.signal")
+        if as_replica and not os.path.exists(signal_file):
+            self._write("standby.signal", "")
+        elif not as_replica and os.path.exists(signal_file):
+            os.unlink(signal_file)
+
+    def _standby_settings(self, upstream: Member | None) -> dict[str, str]:
+        if upstream is None:
+            return {}
+        address = conf.parse_conn_url(upstream.conn_url)
+        if address is None:
+            return {}
+        repl = self.pg.replication
+        info = conf.conninfo(host=address[0], port=address[1], user=repl.username, passfile=self.pg.pgpass,
+                             application_name=self.cfg.name, dbname="postgres", sslmode="prefer",
+                             gssencmode="prefer", target_session_attrs=None)
+        settings = {"primary_conninfo": info}
+        if self.use_slots:
+            settings["primary_slot_name"] = conf.slot_name(self.cfg.name)
+        return settings
+
+    # --- lifecycle -------------------------------------------------------------------------------------
+    def _log_file(self) -> str:
+        return os.path.join(self.data_dir, "pgha-postgresql.log")
+
+    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None:
+        self.configure(upstream, not as_primary, hba)
+        self.commands.start(self.pg.pg_ctl_timeout, self._log_file())
+
+    def stop(self, mode: str) -> None:
+        self.probe.close()
+        if self.commands.postmaster_pid() is not None:
+            self.commands.stop(mode, self.pg.pg_ctl_timeout)
+
+    def promote(self) -> None:
+        self.configure(None, False, None)
+        self.commands.promote(self.pg.pg_ctl_timeout)
+
+    def follow(self, upstream: Member | None) -> None:
+        """Repoint a running replica; primary_conninfo is reloadable since PostgreSQL 13."""
+        self.configure(upstream, True, None)
+        self.commands.reload()
+
+    def remove_data_dir(self) -> None:
+        if os.path.isdir(self.data_dir):
+            shutil.rmtree(self.data_dir)
+
+    def _prepare_data_dir(self) -> None:
+        parent = os.path.dirname(os.path.abspath(self.data_dir))
+        os.makedirs(parent, exist_ok=True)
+        os.makedirs(self.data_dir, mode=0o700, exist_ok=True)
+        os.chmod(self.data_dir, 0o700)
+        self.account.chown(self.data_dir)
+
+    # --- background jobs -------------------------------------------------------------------------------
+    def bootstrap(self, initdb_args: tuple[str, ...], hba: tuple[str, ...] | None, post_bootstrap_hba: tuple[str, ...]) -> None:
+        """initdb, our configuration, start as primary, roles. Runs in a background job."""
+        self._prepare_data_dir()
+        self.write_pgpass()
+        args = ["-D", self.data_dir, f"--username={self.pg.superuser.username}", *initdb_args]
+        with tempfile.TemporaryDirectory() as tmp:
+            os.chmod(tmp, 0o700)
+            self.account.chown(tmp)
+            if self.pg.superuser.password:
+                pwfile = os.path.join(tmp, "pw")
+                write_atomic(pwfile, self.pg.superuser.password + "\n", mode=0o600, chown=self.account.chown)
+                args.append(f"--pwfile={pwfile}")
+            self.commands.run("initdb", *args, timeout=300)
+        base = os.path.join(self.data_dir, "postgresql.conf")
+        os.replace(base, os.path.join(self.data_dir, "postgresql.base.conf"))
+        if post_bootstrap_hba and not hba:
+            existing = read_text(os.path.join(self.data_dir, "pg_hba.conf")) or ""
+            self._write("pg_hba.conf", existing + conf.render_pg_hba(post_bootstrap_hba))
+        self.start(None, True, hba)
+        self._wait_ready()
+        self.create_roles()
+        self._post_bootstrap()
+
+    def _post_bootstrap(self) -> None:
+        """Patroni's post_bootstrap: the script gets a connection string (no password) as its one argument."""
+        script = getattr(self.cfg.bootstrap, "post_bootstrap", None)
+        if not script:
+            return
+        su = self.pg.superuser
+        info = conf.conninfo(host=local_host(self.pg.listen_addresses), port=self.pg.port, user=su.username,
+                             dbname=self.pg.database)
+        self.commands.run_script(shlex.split(script) + [info], timeout=600)
+
+    def _wait_ready(self) -> None:
+        import time
+        deadline = time.monotonic() + self.pg.pg_ctl_timeout
+        while True:
+            try:
+                self.probe.query("SELECT 1")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise CommandError("PostgreSQL did not accept connections after bootstrap")
+                time.sleep(0.1)
+
+    def create_roles(self) -> None:
+        pg = self.pg
+        self.probe.query("SET log_statement TO 'none'")
+        self.probe.query("SET log_min_duration_statement TO -1")
+        if pg.superuser.password:
+            self.probe.query(sql.SQL("ALTER ROLE {} WITH PASSWORD {}").format(
+                sql.Identifier(pg.superuser.username), sql.Literal(pg.superuser.password)).as_string())
+        self._ensure_role(pg.replication.username, pg.replication.password, "REPLICATION")
+        if pg.rewind is not None and pg.rewind.username != pg.superuser.username:
+            self._ensure_role(pg.rewind.username, pg.rewind.password, "")
+            for fn in ("pg_catalog.pg_ls_dir(text, boolean, boolean)", "pg_catalog.pg_stat_file(text, boolean)",
+                       "pg_catalog.pg_read_binary_file(text)",
+                       "pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean)"):
+                self.probe.query(f"GRANT EXECUTE ON FUNCTION {fn} TO " + sql.Identifier(pg.rewind.username)
+                                 .as_string())
+
+    def _ensure_role(self, name: str, password: str | None, options: str) -> None:
+        exists = self.probe.query("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,))
+        verb = "ALTER" if exists else "CREATE"
+        stmt = sql.SQL(verb + " ROLE {} WITH LOGIN " + options).format(sql.Identifier(name))
+        if password:
+            stmt = stmt + sql.SQL(" PASSWORD {}").format(sql.Literal(password))
+        self.probe.query(stmt.as_string())
+
+    def clone(self, source: Member) -> None:
+        """pg_basebackup from ``source`` into the empty data directory. Runs in a background job."""
+        address = conf.parse_conn_url(source.conn_url)
+        if address is None:
+            raise CommandError(f"member {source.name} publishes no usable conn_url")
+        self._prepare_data_dir()
+        self.write_pgpass()
+        info = conf.conninfo(host=address[0], port=address[1], user=self.pg.replication.username,
+                             application_name=self.cfg.name, connect_timeout=5)
+        extra = [a for a in self.pg.basebackup if not a.startswith(("--pgdata", "-D"))]
+        self.commands.run("pg_basebackup", "-D", self.data_dir, "-X", "stream", "-c", "fast", "--no-password",
+                          "-d", info, *extra, timeout=3600)
+
+    # --- slots -----------------------------------------------------------------------------------------
+    def sync_slots(self, members: tuple[str, ...]) -> None:
+        """Create the missing physical slots. Slots of departed members are kept (a member whose agent
+        restarts vanishes from the DCS for a moment and must find its WAL still there); expiring them after
+        member_slots_ttl comes with the rejoin work."""
+        wanted = {conf.slot_name(m) for m in members}
+        rows = self.probe.query("SELECT slot_name FROM pg_replication_slots WHERE slot_type = 'physical'")
+        for slot in sorted(wanted - {r[0] for r in rows}):
+            self.probe.query("SELECT pg_create_physical_replication_slot(%s, true)", (slot,))

@@ -1,0 +1,127 @@
+"""Read-only look at the local PostgreSQL: builds the ``LocalState`` the core decides on.
+
+Rules
+1. The probe never changes anything; a failed query means "not answering", not an error to raise.
+2. One SQL round trip per tick when PostgreSQL runs; pg_controldata only when it does not (or once, for the
+   system identifier, which never changes for a data directory).
+3. Every connection attempt and query has a short deadline (connect_timeout, statement_timeout), so a hung
+   server cannot stall the HA loop.
+"""
+
+from __future__ import annotations
+
+import os
+
+import psycopg
+
+from pgha.core.model import DataDir, LocalState, PgRole
+from pgha.postgres.control import PgCommands
+
+_STATUS_SQL = """
+SELECT pg_is_in_recovery(),
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE (pg_current_wal_flush_lsn() - '0/0'::pg_lsn)::bigint END,
+       (pg_last_wal_receive_lsn() - '0/0'::pg_lsn)::bigint,
+       (pg_last_wal_replay_lsn() - '0/0'::pg_lsn)::bigint,
+       CASE WHEN pg_is_in_recovery()
+            THEN (SELECT timeline_id FROM pg_control_checkpoint())
+            ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
+       (SELECT received_tli FROM pg_stat_wal_receiver),
+       (SELECT status FROM pg_stat_wal_receiver),
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver)
+"""
+
+
+def data_dir_state(path: str) -> DataDir:
+    try:
+        entries = os.listdir(path)
+    except FileNotFoundError:
+        return DataDir.EMPTY
+    if not entries:
+        return DataDir.EMPTY
+    if "PG_VERSION" in entries and "global" in entries:
+        return DataDir.INITIALIZED
+    return DataDir.INVALID
+
+
+def lsn_to_int(text: str) -> int | None:
+    hi, sep, lo = (text or "").partition("/")
+    try:
+        return (int(hi, 16) << 32) + int(lo, 16) if sep else None
+    except ValueError:
+        return None
+
+
+class Probe:
+    def __init__(self, commands: PgCommands, conninfo: dict) -> None:
+        self.commands = commands
+        self.conninfo = conninfo
+        self._conn: psycopg.Connection | None = None
+        self._system_id: str | None = None
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(**self.conninfo, autocommit=True, connect_timeout=3,
+                                         options="-c statement_timeout=5000")
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def query(self, sql: str, params: tuple = ()) -> list[tuple]:
+        try:
+            with self.connection().cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchall() if cur.description else []
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def local_state(self, upstream: str | None) -> LocalState:
+        state = data_dir_state(self.commands.data_dir)
+        if state is not DataDir.INITIALIZED:
+            self._system_id = None
+            return LocalState(data_dir=state)
+        if self.commands.postmaster_pid() is None:
+            self.close()
+            return self._stopped()
+        return self._running(upstream)
+
+    def system_id(self) -> str | None:
+        if self._system_id is None:
+            self._system_id = self.commands.controldata().get("Database system identifier")
+        return self._system_id
+
+    def _stopped(self) -> LocalState:
+        data = self.commands.controldata()
+        self._system_id = data.get("Database system identifier") or self._system_id
+        cluster_state = data.get("Database cluster state", "")
+        # A clone's pg_control says "in production" (copied from a running primary); standby.signal tells.
+        standby = os.path.exists(os.path.join(self.commands.data_dir, "standby.signal"))
+        last_role = PgRole.REPLICA if standby or "recovery" in cluster_state else PgRole.PRIMARY
+        timeline = data.get("Latest checkpoint's TimeLineID")
+        return LocalState(data_dir=DataDir.INITIALIZED, system_id=self._system_id, running=False,
+                          last_role=last_role if cluster_state else None,
+                          timeline=int(timeline) if timeline and timeline.isdigit() else None,
+                          wal_position=lsn_to_int(data.get("Latest checkpoint location", "")))
+
+    def _running(self, upstream: str | None) -> LocalState:
+        base = LocalState(data_dir=DataDir.INITIALIZED, system_id=self.system_id(), running=True,
+                          following=upstream)
+        try:
+            row = self.query(_STATUS_SQL)[0]
+        except psycopg.Error:
+            return base  # starting, or not answering: role unknown
+        in_recovery, flush, received, replayed, timeline, received_tli, wr_status, sender = row
+        if not in_recovery:
+            return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None)
+        position = max(p for p in (received, replayed, 0) if p is not None)
+        return _replace(base, role=PgRole.REPLICA, timeline=max(timeline or 0, received_tli or 0) or None,
+                        wal_position=position, receive_lsn=received, replay_lsn=replayed,
+                        streaming_from=sender if wr_status == "streaming" else None)
+
+
+def _replace(state: LocalState, **changes) -> LocalState:
+    from dataclasses import replace
+    return replace(state, **changes)
