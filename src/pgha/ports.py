@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Protocol
 
-from pgha.core.model import ClusterView
+from pgha.core.model import ClusterView, LocalState, Member
 
 
 class DcsError(Exception):
@@ -80,3 +80,37 @@ class Dcs(Protocol):
 
     def close(self, revoke: bool = True) -> None:
         """Stop watches; with ``revoke`` drop our lease, which deletes our member and leader keys at once."""
+
+
+class PostgresPort(Protocol):
+    """The local PostgreSQL as the agent's shell drives it (postgres/node.py; a fake one in the simulator).
+
+    Long operations (``bootstrap``, ``clone``) are called from a background job; the rest from the HA loop.
+    Failures raise (CommandError, OSError, psycopg errors); the executor turns them into a failed action.
+    """
+
+    dynamic_parameters: Mapping[str, Any]
+    use_slots: bool
+
+    def local_state(self) -> LocalState: ...
+
+    def close(self) -> None: ...
+
+    def write_pgpass(self) -> None: ...
+
+    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None: ...
+
+    def stop(self, mode: str) -> None: ...
+
+    def promote(self) -> None: ...
+
+    def follow(self, upstream: Member | None) -> None: ...
+
+    def remove_data_dir(self) -> None: ...
+
+    def bootstrap(self, initdb_args: tuple[str, ...], hba: tuple[str, ...] | None,
+                  post_bootstrap_hba: tuple[str, ...]) -> None: ...
+
+    def clone(self, source: Member) -> None: ...
+
+    def sync_slots(self, members: tuple[str, ...]) -> None: ...

@@ -12,9 +12,8 @@ from typing import Any, Callable
 from pgha.core import actions as A
 from pgha.core.dynamic import thaw
 from pgha.core.model import ClusterView, JobKind, Member
-from pgha.ports import Dcs, DcsError
+from pgha.ports import Dcs, DcsError, PostgresPort
 from pgha.postgres.control import CommandError
-from pgha.postgres.node import PostgresNode
 from pgha.agent.jobs import JobRunner
 
 log = logging.getLogger(__name__)
@@ -25,7 +24,7 @@ class AgentExit(Exception):
 
 
 class Executor:
-    def __init__(self, name: str, dcs: Dcs, node: PostgresNode, jobs: JobRunner, bootstrap_cfg: Any,
+    def __init__(self, name: str, dcs: Dcs, node: PostgresPort, jobs: JobRunner, bootstrap_cfg: Any,
                  hba: Callable[[], tuple[str, ...] | None], call_timeout: Callable[[], float]) -> None:
         self.name = name
         self.dcs = dcs

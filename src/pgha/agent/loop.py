@@ -29,9 +29,7 @@ from pgha.core.decide import decide
 from pgha.core.dynamic import DynamicConfig
 from pgha.core.model import ClusterView, LeaseState, Observation, PgRole
 from pgha.core.settings import Memory, Settings
-from pgha.osuser import Account
-from pgha.ports import Dcs, DcsError
-from pgha.postgres.node import PostgresNode
+from pgha.ports import Dcs, DcsError, PostgresPort
 
 log = logging.getLogger("pgha")
 
@@ -39,13 +37,14 @@ _QUIET = {"RefreshLeader", "SyncSlots"}
 
 
 class Agent:
-    def __init__(self, cfg: Any, dcs: Dcs, account: Account, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, cfg: Any, dcs: Dcs, node: PostgresPort, clock: Callable[[], float] = time.monotonic,
+                 jobs: JobRunner | None = None) -> None:
         self.cfg = cfg
         self.dcs = dcs
         self.clock = clock
-        self.node = PostgresNode(cfg, account)
+        self.node = node
         self.wake = threading.Event()
-        self.jobs = JobRunner(clock, on_done=self.wake.set)
+        self.jobs = jobs or JobRunner(clock, on_done=self.wake.set)
         self.executor = Executor(cfg.name, dcs, self.node, self.jobs, cfg.bootstrap, self._hba, self._call_timeout)
         self.memory = Memory()
         self.lease = LeaseState()
@@ -101,7 +100,7 @@ class Agent:
             cluster = self.dcs.snapshot(timeout=self._call_timeout())
         except DcsError as e:
             error = str(e)
-        local = replace(self.node.probe.local_state(self.node.upstream()), job=self.jobs.current())
+        local = replace(self.node.local_state(), job=self.jobs.current())
         self.last_local_role = local.role
         return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
                            shutdown_requested=self.shutdown.is_set())
@@ -119,8 +118,7 @@ class Agent:
         return obs
 
     def _publish(self, obs: Observation) -> None:
-        local = self.node.probe.local_state(self.node.upstream())
-        local = replace(local, job=self.jobs.current())
+        local = replace(self.node.local_state(), job=self.jobs.current())
         try:
             self.dcs.touch_member(self.cfg.name, member_data(self.cfg, local), timeout=self._call_timeout())
         except DcsError as e:
@@ -176,7 +174,7 @@ class Agent:
             self.dcs.close(revoke=False)
             return 1
         finally:
-            self.node.probe.close()
+            self.node.close()
         self.dcs.close(revoke=True)
         log.info("agent stopped")
         return 0

@@ -58,7 +58,8 @@ def run(config: str) -> None:
     e = cfg.etcd
     dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
                    cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
-    agent = Agent(cfg, dcs, account)
+    from pgha.postgres.node import PostgresNode
+    agent = Agent(cfg, dcs, PostgresNode(cfg, account))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     sys.exit(agent.run())

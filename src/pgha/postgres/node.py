@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 from psycopg import sql
 
-from pgha.core.model import Member
+from pgha.core.model import LocalState, Member
 from pgha.fsutil import read_text, write_atomic
 from pgha.osuser import Account
 from pgha.postgres import conf
@@ -51,6 +51,12 @@ class PostgresNode:
         self.dynamic_parameters: Mapping[str, Any] = {}
         self.use_slots = True
 
+    def local_state(self) -> LocalState:
+        return self.probe.local_state(self.upstream())
+
+    def close(self) -> None:
+        self.probe.close()
+
     # --- files -----------------------------------------------------------------------------------------
     def write_pgpass(self) -> None:
         pg = self.pg
@@ -66,8 +72,10 @@ class PostgresNode:
     def upstream(self) -> str | None:
         return conf.upstream_from_conf(read_text(os.path.join(self.data_dir, "postgresql.conf")))
 
-    def configure(self, upstream: Member | None, as_replica: bool, hba: tuple[str, ...] | None) -> None:
-        """Write postgresql.conf (and standby.signal for a replica) for the next start or reload."""
+    def configure(self, upstream: Member | None, as_replica: bool, hba: tuple[str, ...] | None,
+                  signal: bool = True) -> None:
+        """Write postgresql.conf (and, with ``signal``, standby.signal for a replica) for the next start or
+        reload."""
         standby = self._standby_settings(upstream) if as_replica else None
         params = conf.merge_parameters(self.dynamic_parameters, self.pg.parameters)
         text = conf.render_postgresql_conf(params, listen_addresses=self.pg.listen_addresses, port=self.pg.port,
@@ -77,6 +85,8 @@ class PostgresNode:
         if hba:
             self._write("pg_hba.conf", conf.render_pg_hba(hba))
         signal_file = os.path.join(self.data_dir, "standby.signal")
+        if not signal:
+            return
         if as_replica and not os.path.exists(signal_file):
             self._write("standby.signal", "")
         elif not as_replica and os.path.exists(signal_file):
@@ -111,7 +121,8 @@ class PostgresNode:
             self.commands.stop(mode, self.pg.pg_ctl_timeout)
 
     def promote(self) -> None:
-        self.configure(None, False, None)
+        # PostgreSQL removes standby.signal itself when it promotes; taking it away first makes it fail.
+        self.configure(None, False, None, signal=False)
         self.commands.promote(self.pg.pg_ctl_timeout)
 
     def follow(self, upstream: Member | None) -> None:
