@@ -53,10 +53,12 @@ class Dcs(Protocol):
     def touch_member(self, name: str, data: Mapping[str, Any], timeout: float | None = None) -> None:
         """Write ``members/<name>`` (compact JSON) on our lease; skipped when unchanged since the last write."""
 
-    def member_lease_alive(self, name: str, timeout: float | None = None) -> bool | None:
+    def member_lease_alive(self, name: str, timeout: float | None = None,
+                           window: float | None = None) -> bool | None:
         """Is ``members/<name>`` held by a lease other than ours that someone keeps renewing?
 
-        None when the key does not exist. Used once at start-up to refuse a second agent with a live name.
+        Watches the lease for ``window`` seconds (an owner renews at least once per its loop_wait). None when
+        the key does not exist. Used once at start-up to refuse a second agent with a live name.
         """
 
     def claim_initialize(self, timeout: float | None = None) -> bool:
@@ -114,3 +116,14 @@ class PostgresPort(Protocol):
     def clone(self, source: Member) -> None: ...
 
     def sync_slots(self, members: tuple[str, ...]) -> None: ...
+
+    def rewind(self, source: Member) -> None:
+        """pg_rewind from ``source`` (no-op when not diverged), then configure as its replica."""
+
+    def replicated_at_stop(self) -> bool | int | None:
+        """After a clean stop as primary: True when a replica was streaming (PostgreSQL's shutdown then waits
+        until it has the shutdown checkpoint), else the checkpoint LSN to wait for; None when unknown."""
+
+    def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
+        """``existing`` (the DCS history) completed with the switches in this primary's timeline history file;
+        the newest one gets ``reason`` and ``me``."""

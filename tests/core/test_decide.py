@@ -12,7 +12,8 @@ from pgha.core.reasons import Reason
 from pgha.core.settings import Memory, Settings
 
 ME = "n1"
-SETTINGS = Settings(name=ME, ttl=10, loop_wait=1, retry_timeout=2, fence_margin=2)
+SETTINGS = Settings(name=ME, ttl=10, loop_wait=1, retry_timeout=2, fence_margin=2, use_pg_rewind=True,
+                    primary_start_timeout=30)
 SYSID = "7300000000000000001"
 
 
@@ -34,6 +35,10 @@ STOPPED_PRIMARY = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, last
                              wal_position=500, timeline=1)
 STOPPED_REPLICA = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, last_role=PgRole.REPLICA,
                              wal_position=100, timeline=1)
+PRIMARY_DEMOTED = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, running=True, role=PgRole.REPLICA,
+                             timeline=1, wal_position=500, following="n2")
+PRIMARY_TL2 = LocalState(data_dir=DataDir.INITIALIZED, system_id=SYSID, running=True, role=PgRole.PRIMARY,
+                         timeline=2, wal_position=900)
 VALID = LeaseState(valid_until=1010.0)  # now is 1000: 10 s left, fence margin 2 s
 EXPIRING = LeaseState(valid_until=1001.5)  # inside the fence margin
 
@@ -84,6 +89,40 @@ CASES = [
      (A.RefreshLeader(), A.SetInitialize(SYSID), A.SyncSlots(())), Reason.LEADER_REFRESHED),
     ("lock holder running as replica: refresh first, then promote",
      obs(cluster(leader=ME), REPLICA), (A.RefreshLeader(), A.Promote()), Reason.LEADER_PROMOTING),
+    ("lock holder whose start overran primary_start_timeout: stop it and hand the lock over",
+     obs(cluster(leader=ME, members=[member(ME), member("n2")]),
+         with_job(STOPPED_PRIMARY, job(JobKind.START, JobState.RUNNING, "as primary")), now=1400.0,
+         lease=LeaseState(1410.0)),
+     (A.StopPostgres(A.StopMode.IMMEDIATE), A.ReleaseLeader()), Reason.PRIMARY_START_TIMEOUT),
+    ("lock holder starting within primary_start_timeout: keep refreshing",
+     obs(cluster(leader=ME, members=[member(ME), member("n2")]),
+         with_job(STOPPED_PRIMARY, job(JobKind.START, JobState.RUNNING, "as primary"))),
+     (A.RefreshLeader(),), Reason.PRIMARY_STARTING),
+    ("start as primary failed: hand the lock over",
+     obs(cluster(leader=ME), with_job(STOPPED_PRIMARY, job(JobKind.START, JobState.FAILED, "boom"))),
+     (A.ReleaseLeader(), A.AckJob()), Reason.START_FAILED_RELEASE),
+    ("starting as primary but another node took the lock: stop",
+     obs(cluster(leader="n2"), with_job(STOPPED_PRIMARY, job(JobKind.START, JobState.RUNNING, "as primary"))),
+     (A.StopPostgres(A.StopMode.IMMEDIATE),), Reason.LOCK_LOST_DEMOTE),
+    ("stopped former primary with a new leader: rewind from it first",
+     obs(cluster(leader="n2", members=[member("n2", timeline=2)]), STOPPED_PRIMARY), (A.Rewind("n2"),),
+     Reason.REWIND_STARTED),
+    ("running replica whose WAL went past the leader's fork point: stop and rewind",
+     obs(cluster(leader="n2", members=[member("n2", 900, timeline=2)], history=((1, 400, "race_won"),)),
+         PRIMARY_DEMOTED),
+     (A.StopPostgres(A.StopMode.FAST), A.Rewind("n2")), Reason.DIVERGED),
+    ("running replica behind the fork point: just follow",
+     obs(cluster(leader="n2", members=[member("n2", 900, timeline=2)], history=((1, 600, "race_won"),)),
+         PRIMARY_DEMOTED),
+     (), Reason.FOLLOWING),
+    ("rewind failed: do not retry against the same leader",
+     obs(cluster(leader="n2"), with_job(STOPPED_PRIMARY, job(JobKind.REWIND, JobState.FAILED, "x"))),
+     (A.AckJob(),), Reason.REWIND_FAILED),
+    ("new leader after a promotion: record the timeline switch in history",
+     obs(cluster(leader=ME), PRIMARY_TL2), (A.RefreshLeader(), A.UpdateHistory("promoted"), A.SyncSlots(())),
+     Reason.LEADER_REFRESHED),
+    ("no leader, same WAL as a member with a higher failover_priority: wait",
+     obs(cluster(members=[member("n3", 100, failover_priority=5)]), REPLICA), (), Reason.RACE_LOWER_PRIORITY),
     ("lock holder stopped, was primary: start as primary after refresh",
      obs(cluster(leader=ME), STOPPED_PRIMARY), (A.RefreshLeader(), A.StartPostgres(True)),
      Reason.LEADER_STARTING),
@@ -92,7 +131,7 @@ CASES = [
     ("replica pointed elsewhere: follow the new leader",
      obs(cluster(leader="n3"), REPLICA), (A.Follow("n3"),), Reason.FOLLOW_NEW_LEADER),
     ("stopped node with a leader: start as its replica",
-     obs(cluster(leader="n2"), STOPPED_PRIMARY), (A.StartPostgres(False, "n2"),), Reason.STARTING_REPLICA),
+     obs(cluster(leader="n2"), STOPPED_REPLICA), (A.StartPostgres(False, "n2"),), Reason.STARTING_REPLICA),
     ("primary while another holds the lock: demote at once",
      obs(cluster(leader="n2"), PRIMARY), (A.Demote(A.StopMode.IMMEDIATE, "n2"),), Reason.LOCK_LOST_DEMOTE),
     ("primary, DCS unreachable, lease still valid: hold",
@@ -132,9 +171,11 @@ CASES = [
      obs(cluster(initialize="7399999999999999999"), STOPPED_PRIMARY),
      (A.Exit("the data directory belongs to another cluster: its system id 7300000000000000001 differs from "
              "the cluster's initialize key 7399999999999999999; refusing to start"),), Reason.FOREIGN_DATA_DIR),
-    ("shutdown as leader: stop PostgreSQL, then release",
+    ("shutdown as leader: clean stop, wait for a replica to have it all, then release",
      obs(cluster(leader=ME), PRIMARY, shutdown_requested=True),
-     (A.StopPostgres(A.StopMode.FAST), A.ReleaseLeader()), Reason.SHUTDOWN),
+     (A.StopPostgres(A.StopMode.FAST), A.AwaitReplicated(5.0), A.ReleaseLeader()), Reason.SHUTDOWN_HANDOVER),
+    ("shutdown as leader with PostgreSQL already stopped: release",
+     obs(cluster(leader=ME), STOPPED_PRIMARY, shutdown_requested=True), (A.ReleaseLeader(),), Reason.SHUTDOWN),
     ("shutdown as replica: only stop",
      obs(cluster(leader="n2"), REPLICA, shutdown_requested=True), (A.StopPostgres(A.StopMode.FAST),),
      Reason.SHUTDOWN),

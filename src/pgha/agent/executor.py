@@ -7,10 +7,12 @@ logged and ends the decision; the next tick's observation shows what state the w
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable
 
 from pgha.core import actions as A
 from pgha.core.dynamic import thaw
+from pgha.core.jobs import START_AS_PRIMARY
 from pgha.core.model import ClusterView, JobKind, Member
 from pgha.ports import Dcs, DcsError, PostgresPort
 from pgha.postgres.control import CommandError
@@ -103,7 +105,37 @@ class Executor:
 
     def _StartPostgres(self, a: A.StartPostgres) -> None:
         self.node.write_pgpass()
-        self.node.start(self._member(a.upstream), a.as_primary, self.hba())
+        upstream, hba = self._member(a.upstream), self.hba()
+        detail = START_AS_PRIMARY if a.as_primary else "as replica"
+        self.jobs.start(JobKind.START, lambda: self.node.start(upstream, a.as_primary, hba), detail)
+
+    def _Rewind(self, a: A.Rewind) -> bool:
+        source = self._member(a.source)
+        if source is None:
+            log.warning("cannot rewind: member %s is not in the DCS", a.source)
+            return False
+        self.jobs.start(JobKind.REWIND, lambda: self.node.rewind(source))
+        return True
+
+    def _AwaitReplicated(self, a: A.AwaitReplicated) -> bool:
+        """True once a replica has everything up to our shutdown checkpoint (see PostgresPort.replicated_at_stop)."""
+        target = self.node.replicated_at_stop()
+        if target is True:
+            return True
+        if target is None:
+            return False
+        deadline = time.monotonic() + a.timeout
+        while time.monotonic() < deadline:
+            view = self.dcs.snapshot(timeout=self.timeout())
+            if any(m.name != self.name and (m.xlog_location or 0) >= target for m in view.members):
+                return True
+            time.sleep(0.1)
+        log.warning("no replica reported the shutdown checkpoint within %.1fs", a.timeout)
+        return False
+
+    def _UpdateHistory(self, a: A.UpdateHistory) -> None:
+        existing = [list(e) for e in (self.cluster.history if self.cluster else ())]
+        self.dcs.set_history(self.node.timeline_history(existing, a.reason, self.name), timeout=self.timeout())
 
     def _Follow(self, a: A.Follow) -> None:
         self.node.follow(self._member(a.upstream))

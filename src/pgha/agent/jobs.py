@@ -29,11 +29,11 @@ class JobRunner:
         with self._lock:
             return self._job
 
-    def start(self, kind: JobKind, work: Callable[[], None]) -> None:
+    def start(self, kind: JobKind, work: Callable[[], None], detail: str = "") -> None:
         with self._lock:
             if self._job is not None:
                 raise RuntimeError(f"a {self._job.kind.value} job is already reported")
-            self._job = Job(kind, JobState.RUNNING, self._clock())
+            self._job = Job(kind, JobState.RUNNING, self._clock(), detail)
         threading.Thread(target=self._run, args=(kind, work), name=f"job-{kind.value}", daemon=True).start()
 
     def _run(self, kind: JobKind, work: Callable[[], None]) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from datetime import datetime, timezone
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -52,6 +54,7 @@ class Agent:
         self.dynamic, _ = DynamicConfig.from_dict(cfg.bootstrap.dcs)
         self.settings = self._settings()
         self.last_decision = None
+        self.decisions: deque[list[str]] = deque(maxlen=10)
 
     # --- configuration --------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -59,9 +62,16 @@ class Agent:
         tags = self.cfg.tags or {}
         prio = tags.get("failover_priority")
         nofailover = bool(tags.get("nofailover")) or (isinstance(prio, int) and prio <= 0)
+        pg = self.cfg.postgresql
+        use_pg_rewind = pg.use_pg_rewind if pg.use_pg_rewind is not None else self.dynamic.use_pg_rewind
         return Settings(name=self.cfg.name, ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout,
                         maximum_lag_on_failover=self.dynamic.maximum_lag_on_failover, nofailover=nofailover,
-                        use_slots=self.dynamic.use_slots, fence_margin=min(2.0, ttl * 0.25))
+                        failover_priority=prio if isinstance(prio, int) and not isinstance(prio, bool) else 1,
+                        use_slots=self.dynamic.use_slots, use_pg_rewind=bool(use_pg_rewind),
+                        remove_data_directory_on_rewind_failure=pg.remove_data_directory_on_rewind_failure,
+                        remove_data_directory_on_diverged_timelines=pg.remove_data_directory_on_diverged_timelines,
+                        primary_start_timeout=self.dynamic.primary_start_timeout,
+                        fence_margin=min(2.0, ttl * 0.25))
 
     def _apply_dynamic(self, cluster: ClusterView | None) -> None:
         if cluster is None or cluster.config is None:
@@ -110,19 +120,38 @@ class Agent:
         self._apply_dynamic(obs.cluster)
         decision = decide(obs, self.memory, self.settings)
         self.memory = decision.memory
-        log.info("%s", decision.message(self.cfg.name))
+        message = decision.message(self.cfg.name)
+        log.info("%s", message)
+        self._remember_decision(decision.reason.code, message)
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
         if obs.cluster is not None and not obs.shutdown_requested:
             self._publish(obs)
         return obs
 
+    def _remember_decision(self, code: str, message: str) -> None:
+        """The last distinct decisions, published with the member data for `pgha explain`."""
+        if self.decisions and self.decisions[-1][1:] == [code, message]:
+            return
+        stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        self.decisions.append([stamp, code, message])
+
     def _publish(self, obs: Observation) -> None:
         local = replace(self.node.local_state(), job=self.jobs.current())
+        data = member_data(self.cfg, local)
+        data["pgha_decisions"] = list(self.decisions)
         try:
-            self.dcs.touch_member(self.cfg.name, member_data(self.cfg, local), timeout=self._call_timeout())
+            self.dcs.touch_member(self.cfg.name, data, timeout=self._call_timeout())
+            self._publish_status(obs, local)
         except DcsError as e:
             log.warning("could not publish member data: %s", e)
+
+    def _publish_status(self, obs: Observation, local) -> None:
+        """The leader's optime in the ``status`` key, which replicas' lag checks read (written when it moved)."""
+        if obs.cluster is None or obs.cluster.leader != self.cfg.name or local.role is not PgRole.PRIMARY:
+            return
+        if local.wal_position is not None and local.wal_position != obs.cluster.status_optime:
+            self.dcs.set_status({"optime": local.wal_position}, timeout=self._call_timeout())
 
     def _next_wait(self) -> float:
         wait = self.settings.loop_wait
@@ -147,7 +176,11 @@ class Agent:
     # --- lifecycle ------------------------------------------------------------------------------------
     def refuse_duplicate_name(self) -> None:
         try:
-            alive = self.dcs.member_lease_alive(self.cfg.name, timeout=self.settings.retry_timeout)
+            self._apply_dynamic(self.dcs.snapshot(timeout=self.settings.retry_timeout))
+            # Its owner renews at least once per loop_wait (the cluster's, which we share): watch a bit longer.
+            window = min(self.settings.ttl, self.settings.loop_wait + 1.5)
+            alive = self.dcs.member_lease_alive(self.cfg.name, timeout=window + self.settings.retry_timeout,
+                                                window=window)
         except DcsError as e:
             log.warning("could not check for a live member with my name: %s", e)
             return

@@ -45,8 +45,8 @@ _POSTGRESQL = {
     "authentication": {"superuser": _AUTH, "replication": _AUTH, "rewind": _AUTH},
     "replication": _AUTH, "superuser": _AUTH, "pg_rewind": _AUTH,
     "callbacks": {k: U for k in ("on_start", "on_stop", "on_restart", "on_reload", "on_role_change")},
-    **{k: U for k in ("use_unix_socket", "remove_data_directory_on_rewind_failure",
-                      "remove_data_directory_on_diverged_timelines", "proxy_address", "bin_name", "pg_ident", "recovery_conf", "custom_conf",
+    "remove_data_directory_on_rewind_failure": S, "remove_data_directory_on_diverged_timelines": S,
+    **{k: U for k in ("use_unix_socket", "proxy_address", "bin_name", "pg_ident", "recovery_conf", "custom_conf",
                       "use_unix_socket_repl", "pre_promote", "before_stop", *_ROLE_VARIANTS)},
     "use_slots": X,
 }

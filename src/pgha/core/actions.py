@@ -109,6 +109,30 @@ class StopPostgres:
 
 
 @dataclass(frozen=True)
+class Rewind:
+    """Background job: pg_rewind this stopped former primary from ``source``, then configure it as a replica.
+
+    pg_rewind itself finds out whether the histories diverged; when they did not it changes nothing."""
+
+    source: str
+
+
+@dataclass(frozen=True)
+class AwaitReplicated:
+    """After a clean stop of the primary: wait (at most ``timeout`` s) until a replica has received everything up
+    to the shutdown checkpoint, so the lease is handed over without losing a commit. Fails on timeout."""
+
+    timeout: float
+
+
+@dataclass(frozen=True)
+class UpdateHistory:
+    """Leader only: append the timeline switch that made us leader to the DCS ``history`` key."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
 class SyncSlots:
     """Leader only: physical replication slots exist for exactly these members (others dropped)."""
 
@@ -130,5 +154,5 @@ class Exit:
 
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
-    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, SyncSlots, AckJob, Exit,
+    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated, UpdateHistory, SyncSlots, AckJob, Exit,
 ]

@@ -5,24 +5,17 @@ Rules
    nofailover never bootstraps (it could never lead the cluster it made).
 2. A cluster that has a leader is joined by cloning from the leader; one that is initialized but leaderless is
    waited for, never bootstrapped again.
-3. A failed bootstrap gives the initialize key back and removes what it half-made; a failed clone removes its
-   partial data directory. Both are acknowledged (AckJob) only after that cleanup succeeded.
+3. A failed bootstrap gives the initialize key back and removes what it half-made, acknowledged (AckJob) only
+   after that cleanup succeeded.
 """
 
 from __future__ import annotations
 
 from pgha.core.actions import (AckJob, AcquireLeader, Bootstrap, CancelInitialize, ClaimInitialize, Clone,
                                ReleaseLeader, RemoveDataDir, SetInitialize, StopMode, StopPostgres, WriteConfig)
-from pgha.core.model import Job, JobKind, JobState, Observation
+from pgha.core.model import Job, JobState, Observation
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
-
-_RUNNING = {JobKind.BOOTSTRAP: Reason.BOOTSTRAP_RUNNING, JobKind.CLONE: Reason.CLONE_RUNNING}
-
-
-def running_reason(job: Job) -> Reason:
-    return _RUNNING.get(job.kind, Reason.JOB_RUNNING)
-
 
 def empty_data_dir(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     cluster = obs.cluster
@@ -43,12 +36,10 @@ def empty_data_dir(obs: Observation, memory: Memory, settings: Settings) -> Deci
 
 
 def job_finished(obs: Observation, memory: Memory, settings: Settings, job: Job) -> Decision:
-    ok = job.state is JobState.SUCCEEDED
-    if job.kind is JobKind.BOOTSTRAP:
-        return _bootstrap_done(obs, memory, settings) if ok else _bootstrap_failed(memory, job)
-    if job.kind is JobKind.CLONE and not ok:
-        return Decision((RemoveDataDir(), AckJob()), memory, Reason.CLONE_FAILED, detail=job.detail)
-    return Decision((AckJob(),), memory, Reason.JOB_DONE, detail=job.kind.value)
+    """The end of the bootstrap job (jobs.py handles the other kinds)."""
+    if job.state is JobState.SUCCEEDED:
+        return _bootstrap_done(obs, memory, settings)
+    return _bootstrap_failed(memory, job)
 
 
 def _bootstrap_done(obs: Observation, memory: Memory, settings: Settings) -> Decision:

@@ -8,11 +8,14 @@ failure, see actions.py) and publishes the reason. Nothing here reads a clock, a
 
 The dispatcher applies the rules that hold whatever the role, in this order, and then hands over to one
 situation handler (bootstrap.py, leader.py, replica.py):
-1. A requested shutdown wins over everything.
-2. A background job (bootstrap, clone) in progress: wait for it; its outcome is handled once, when it ends.
-3. Single-writer rule: a node running as primary that cannot show a valid lease demotes *now*. "Valid" means
+1. A requested shutdown wins over everything. A leader stops cleanly and hands the lock over only once a replica
+   has the shutdown checkpoint.
+2. Single-writer rule: a node running as primary that cannot show a valid lease demotes *now*. "Valid" means
    the DCS names us as leader, or, when the DCS cannot be read, our last accepted renewal is still good for longer
-   than ``settings.fence_margin``. Nothing below this rule may keep a primary running without the lease.
+   than ``settings.fence_margin``. Nothing below this rule may keep a primary running without the lease. (The
+   bootstrap job's fresh primary is exempt: it runs before the cluster exists, under the initialize key.)
+3. A background job (bootstrap, clone, start, rewind) in progress: wait for it (jobs.py); its outcome is handled
+   once, when it ends.
 4. DCS unreachable: replicas keep doing what they do; nobody starts, promotes or clones.
 5. Identity: a data directory whose system id differs from the cluster's ``initialize`` key is refused.
 """
@@ -21,15 +24,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pgha.core import bootstrap, leader, replica
-from pgha.core.actions import Demote, Exit, ReleaseLeader, StopMode, StopPostgres
-from pgha.core.model import DataDir, JobState, Observation, PgRole
+from pgha.core import bootstrap, jobs, leader, replica
+from pgha.core.actions import AwaitReplicated, Demote, Exit, ReleaseLeader, StopMode, StopPostgres
+from pgha.core.model import DataDir, JobKind, JobState, Observation, PgRole
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
 
 
 def decide(obs: Observation, memory: Memory, settings: Settings) -> Decision:
-    for rule in (_shutdown, _job_outcome, _single_writer, _dcs_unreachable, _identity):
+    for rule in (_shutdown, _single_writer, _job_outcome, _dcs_unreachable, _identity):
         decision = rule(obs, memory, settings)
         if decision is not None:
             return _remember(decision)
@@ -56,11 +59,15 @@ def _shutdown(obs: Observation, memory: Memory, settings: Settings) -> Decision 
     if not obs.shutdown_requested:
         return None
     actions: list = []
+    holder = obs.cluster is not None and obs.cluster.leader == settings.name
     if obs.local.running:
         actions.append(StopPostgres(StopMode.FAST))
-    if obs.cluster is not None and obs.cluster.leader == settings.name:
+        if holder and obs.local.role is PgRole.PRIMARY:
+            actions.append(AwaitReplicated(timeout=min(5.0, settings.ttl / 2)))
+    if holder:
         actions.append(ReleaseLeader())
-    return Decision(tuple(actions), memory, Reason.SHUTDOWN)
+    reason = Reason.SHUTDOWN_HANDOVER if any(isinstance(a, AwaitReplicated) for a in actions) else Reason.SHUTDOWN
+    return Decision(tuple(actions), memory, reason)
 
 
 def _job_outcome(obs: Observation, memory: Memory, settings: Settings) -> Decision | None:
@@ -68,8 +75,8 @@ def _job_outcome(obs: Observation, memory: Memory, settings: Settings) -> Decisi
     if job is None:
         return None
     if job.state is JobState.RUNNING:
-        return Decision((), memory, bootstrap.running_reason(job), detail=job.kind.value)
-    return bootstrap.job_finished(obs, memory, settings, job)
+        return jobs.running(obs, memory, settings, job)
+    return jobs.finished(obs, memory, settings, job)
 
 
 def lease_is_valid(obs: Observation, settings: Settings) -> bool:
@@ -80,6 +87,9 @@ def lease_is_valid(obs: Observation, settings: Settings) -> bool:
 def _single_writer(obs: Observation, memory: Memory, settings: Settings) -> Decision | None:
     if obs.local.role is not PgRole.PRIMARY:
         return None
+    job = obs.local.job
+    if job is not None and job.kind is JobKind.BOOTSTRAP:
+        return None  # jobs.py: the fresh primary takes the lock when its bootstrap ends
     cluster = obs.cluster
     if cluster is None:
         if lease_is_valid(obs, settings):

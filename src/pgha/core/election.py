@@ -5,8 +5,9 @@ A node is eligible unless one of these holds (checked in this order; the first t
 2. its WAL position is unknown;
 3. it is behind the last optime the leader published by more than maximum_lag_on_failover;
 4. another member that is running and allowed to fail over is on a newer timeline, or on the same timeline with
-   more WAL.
-Ties are not settled here: every tied node races and the atomic create of the leader key picks one.
+   more WAL;
+5. another such member has as much WAL and a higher failover_priority tag.
+Remaining ties are not settled here: every tied node races and the atomic create of the leader key picks one.
 """
 
 from __future__ import annotations
@@ -28,15 +29,27 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     optime = cluster.status_optime
     if optime is not None and optime - mine > settings.maximum_lag_on_failover:
         return Reason.RACE_TOO_FAR_BEHIND, str(optime - mine)
-    for member in cluster.members:
-        if member.name != settings.name and _ahead_of(member, mine, obs.local.timeline):
+    others = [m for m in cluster.members if m.name != settings.name and _eligible(m)]
+    for member in others:
+        if _ahead_of(member, mine, obs.local.timeline):
             return Reason.RACE_BEHIND, f"{member.name} is ahead"
+    for member in others:
+        if member.xlog_location == mine and _priority(member) > settings.failover_priority:
+            return Reason.RACE_LOWER_PRIORITY, member.name
     return None
 
 
+def _eligible(member: Member) -> bool:
+    return not member.nofailover and member.state == "running" and member.xlog_location is not None
+
+
+def _priority(member: Member) -> int:
+    value = (member.tags or {}).get("failover_priority", 1)
+    return value if isinstance(value, int) and not isinstance(value, bool) else 1
+
+
 def _ahead_of(member: Member, my_lsn: int, my_timeline: int | None) -> bool:
-    if member.nofailover or member.state != "running" or member.xlog_location is None:
-        return False
+    assert member.xlog_location is not None
     if my_timeline is not None and member.timeline is not None and member.timeline != my_timeline:
         return member.timeline > my_timeline
     return member.xlog_location > my_lsn

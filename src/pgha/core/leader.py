@@ -4,13 +4,20 @@ Rules
 1. Every tick starts with RefreshLeader: the executor stops at its failure, so nothing after it runs on a lock
    we no longer hold (the next tick sees who holds it and demotes if needed).
 2. A replica that holds the lock promotes only after that refresh succeeded in the same decision.
-3. The lock holder repairs the permanent keys others rely on: ``initialize`` holds our system id and ``config``
-   exists (only the leader re-seeds a missing config).
+3. The lock holder repairs the permanent keys others rely on: ``initialize`` holds our system id, ``config``
+   exists (only the leader re-seeds a missing config), and ``history`` records the timeline switch that made it
+   leader, with the reason code of the decision that promoted it.
+4. A lock holder whose PostgreSQL stopped (a crash) restarts it in place, unless primary_start_timeout is 0;
+   jobs.py hands the lock over if the start overruns primary_start_timeout.
 """
 
 from __future__ import annotations
 
-from pgha.core.actions import Promote, RefreshLeader, SetInitialize, StartPostgres, SyncSlots, WriteConfig
+from dataclasses import replace
+
+from pgha.core.actions import (Promote, RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
+                               UpdateHistory, WriteConfig)
+from pgha.core.jobs import has_healthy_replica
 from pgha.core.model import Observation, PgRole
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
@@ -19,14 +26,18 @@ from pgha.core.settings import Decision, Memory, Settings
 def as_lock_holder(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     local = obs.local
     if not local.running:
+        if settings.primary_start_timeout <= 0 and has_healthy_replica(obs, settings):
+            # Patroni's primary_start_timeout = 0: never restart in place, fail over at once.
+            return Decision((ReleaseLeader(),), memory, Reason.PRIMARY_START_TIMEOUT, detail="0s")
         as_primary = local.last_role is PgRole.PRIMARY
         return Decision((RefreshLeader(), StartPostgres(as_primary=as_primary)), memory, Reason.LEADER_STARTING)
     if local.role is PgRole.REPLICA:
-        return Decision((RefreshLeader(), Promote()), memory, Reason.LEADER_PROMOTING)
-    return Decision((RefreshLeader(),) + upkeep(obs, settings), memory, Reason.LEADER_REFRESHED)
+        promoted = replace(memory, promoted_because=Reason.LEADER_PROMOTING)
+        return Decision((RefreshLeader(), Promote()), promoted, Reason.LEADER_PROMOTING)
+    return Decision((RefreshLeader(),) + upkeep(obs, memory, settings), memory, Reason.LEADER_REFRESHED)
 
 
-def upkeep(obs: Observation, settings: Settings) -> tuple:
+def upkeep(obs: Observation, memory: Memory, settings: Settings) -> tuple:
     """What a running primary holding the lock keeps true each tick."""
     cluster = obs.cluster
     assert cluster is not None
@@ -35,7 +46,18 @@ def upkeep(obs: Observation, settings: Settings) -> tuple:
         actions.append(SetInitialize(obs.local.system_id))
     if cluster.config is None:
         actions.append(WriteConfig())
+    timeline = obs.local.timeline
+    if timeline and timeline > 1 and not any(_entry_timeline(e) == timeline - 1 for e in cluster.history):
+        reason = memory.promoted_because.code if memory.promoted_because else "promoted"
+        actions.append(UpdateHistory(reason))
     if settings.use_slots:
         others = tuple(sorted(m.name for m in cluster.members if m.name != settings.name))
         actions.append(SyncSlots(others))
     return tuple(actions)
+
+
+def _entry_timeline(entry: tuple) -> int | None:
+    try:
+        return int(entry[0])
+    except (IndexError, TypeError, ValueError):
+        return None

@@ -38,8 +38,8 @@ class JobKind(Enum):
 
     BOOTSTRAP = "bootstrap"  # initdb, start, create roles
     CLONE = "clone"  # pg_basebackup from the leader
-    START = "start"
-    STOP = "stop"
+    START = "start"  # pg_ctl start; as the leader, bounded by primary_start_timeout
+    REWIND = "rewind"  # pg_rewind from the leader, then configured as a replica
 
 
 class JobState(Enum):

@@ -24,6 +24,7 @@ class Reason(Enum):
     DCS_UNREACHABLE = ("dcs_unreachable", "DCS unreachable ({detail}); no action")
     RACE_WON = ("race_won", "no leader: I am the healthiest node, taking the lock and promoting")
     RACE_WON_PRIMARY = ("race_won_primary", "no leader: I was the primary, taking the lock and starting as primary")
+    RACE_LOWER_PRIORITY = ("race_lower_priority", "no leader: {detail} has as much WAL and a higher failover_priority")
     RACE_BEHIND = ("race_behind", "no leader: not the healthiest node ({detail}), waiting")
     RACE_NOT_ALLOWED = ("race_not_allowed", "no leader: I am not allowed to promote ({detail})")
     RACE_TOO_FAR_BEHIND = ("race_too_far_behind", "no leader: my WAL is behind the last known primary by {detail} bytes")
@@ -43,6 +44,22 @@ class Reason(Enum):
     FOREIGN_DATA_DIR = ("foreign_data_dir", "{detail}")
     INVALID_DATA_DIR = ("invalid_data_dir", "{detail}")
     SHUTDOWN = ("shutdown", "shutting down: stopping PostgreSQL, then releasing the lock")
+    SHUTDOWN_HANDOVER = ("shutdown_handover", "shutting down: clean stop, then handing the lock over once a replica "
+                         "has the shutdown checkpoint")
+    PRIMARY_STARTING = ("primary_starting", "I hold the lock and PostgreSQL is starting ({detail})")
+    PRIMARY_START_TIMEOUT = ("primary_start_timeout", "PostgreSQL did not start within primary_start_timeout "
+                             "({detail}): stopping it and releasing the lock")
+    START_FAILED = ("start_failed", "PostgreSQL failed to start ({detail})")
+    START_FAILED_RELEASE = ("start_failed_release", "PostgreSQL failed to start as primary ({detail}): releasing "
+                            "the lock so a replica takes over")
+    REWIND_STARTED = ("rewind_started", "rejoining ({leader}): rewinding my former primary from it")
+    REWIND_RUNNING = ("rewind_running", "rewinding in progress")
+    REWIND_FAILED = ("rewind_failed", "pg_rewind from ({leader}) failed ({detail})")
+    REWIND_FAILED_RECLONE = ("rewind_failed_reclone", "pg_rewind failed ({detail}): removing the data directory to "
+                             "clone again (remove_data_directory_on_rewind_failure)")
+    DIVERGED = ("diverged", "my WAL diverged from ({leader})'s timeline: {detail}")
+    DIVERGED_RECLONE = ("diverged_reclone", "my WAL diverged from ({leader}) and pg_rewind is off: removing the data "
+                        "directory to clone again (remove_data_directory_on_diverged_timelines)")
 
     def __init__(self, code: str, template: str) -> None:
         self.code = code

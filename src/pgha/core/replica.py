@@ -3,17 +3,24 @@
 Rules
 1. With a leader: run as a replica streaming from it (start, or repoint a running replica). A running primary
    never reaches here; decide.py demotes it first.
-2. Without a leader: only a node allowed to fail over (not nofailover) and not behind any other running member
+2. Rejoin: a stopped former primary is rewound from the leader before it starts as a replica (pg_rewind finds
+   out itself whether the histories diverged); a running replica whose WAL went past the point where the
+   leader's timeline forked off ours (the ``history`` key) has diverged and is stopped and rewound. Without
+   use_pg_rewind, remove_data_directory_on_diverged_timelines makes it clone afresh instead.
+3. Without a leader: only a node allowed to fail over (not nofailover) and not behind any other running member
    (election.py) races; the atomic create of the leader key settles ties. The race winner promotes in the same
    decision, after the acquire.
-3. A primary whose key vanished while its lease is still valid takes the key back (decide.py already fenced
+4. A primary whose key vanished while its lease is still valid takes the key back (decide.py already fenced
    it if the lease is not valid).
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pgha.core import election
-from pgha.core.actions import AcquireLeader, Follow, Promote, StartPostgres
+from pgha.core.actions import (AcquireLeader, Follow, Promote, RemoveDataDir, Rewind, StartPostgres, StopMode,
+                               StopPostgres)
 from pgha.core.leader import upkeep
 from pgha.core.model import Observation, PgRole
 from pgha.core.reasons import Reason
@@ -23,16 +30,52 @@ from pgha.core.settings import Decision, Memory, Settings
 def follow(obs: Observation, memory: Memory, settings: Settings, holder: str) -> Decision:
     local = obs.local
     if not local.running:
+        if local.last_role is PgRole.PRIMARY and settings.use_pg_rewind and memory.rewind_failed_from != holder:
+            return Decision((Rewind(holder),), memory, Reason.REWIND_STARTED, leader=holder)
         return Decision((StartPostgres(False, holder),), memory, Reason.STARTING_REPLICA, leader=holder)
+    divergence = diverged_from(obs, holder)
+    if divergence is not None:
+        return _diverged(memory, settings, holder, divergence)
     if local.following != holder:
         return Decision((Follow(holder),), memory, Reason.FOLLOW_NEW_LEADER, leader=holder)
     return Decision((), memory, Reason.FOLLOWING, leader=holder)
 
 
+def _diverged(memory: Memory, settings: Settings, holder: str, detail: str) -> Decision:
+    if settings.use_pg_rewind and memory.rewind_failed_from != holder:
+        return Decision((StopPostgres(StopMode.FAST), Rewind(holder)), memory, Reason.DIVERGED, leader=holder,
+                        detail=detail)
+    if settings.remove_data_directory_on_diverged_timelines:
+        return Decision((StopPostgres(StopMode.IMMEDIATE), RemoveDataDir()), memory, Reason.DIVERGED_RECLONE,
+                        leader=holder)
+    return Decision((), memory, Reason.DIVERGED, leader=holder, detail=detail + "; nothing allowed to repair it")
+
+
+def diverged_from(obs: Observation, holder: str) -> str | None:
+    """Why this replica's WAL cannot continue on the leader's timeline, or None when it can (or we cannot tell).
+
+    The leader's ``history`` says at which LSN each of its timelines ended; a replica still on an older timeline
+    whose WAL goes past that point holds changes the leader never had."""
+    cluster, local = obs.cluster, obs.local
+    assert cluster is not None
+    leader = cluster.member(holder)
+    mine, position = local.timeline, local.wal_position
+    if leader is None or leader.timeline is None or mine is None or position is None or leader.timeline <= mine:
+        return None
+    for entry in cluster.history:
+        try:
+            timeline, switch_lsn = int(entry[0]), int(entry[1])
+        except (IndexError, TypeError, ValueError):
+            continue
+        if timeline == mine and position > switch_lsn:
+            return f"timeline {mine} ended at {switch_lsn} on the leader, my WAL goes to {position}"
+    return None
+
+
 def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     local = obs.local
     if local.running and local.role is PgRole.PRIMARY:
-        return Decision((AcquireLeader(),) + upkeep(obs, settings), memory, Reason.LEADER_KEY_REACQUIRE)
+        return Decision((AcquireLeader(),) + upkeep(obs, memory, settings), memory, Reason.LEADER_KEY_REACQUIRE)
     verdict = election.judge(obs, settings)
     if verdict is not None:
         reason, detail = verdict
@@ -43,4 +86,5 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
         if local.last_role is PgRole.PRIMARY:
             return Decision((AcquireLeader(), StartPostgres(True)), memory, Reason.RACE_WON_PRIMARY)
         return Decision((StartPostgres(False, None),), memory, Reason.STARTING_REPLICA)
-    return Decision((AcquireLeader(), Promote()), memory, Reason.RACE_WON)
+    won = replace(memory, promoted_because=Reason.RACE_WON)
+    return Decision((AcquireLeader(), Promote()), won, Reason.RACE_WON)

@@ -23,7 +23,13 @@ class Settings:
     retry_timeout: float = 10.0
     maximum_lag_on_failover: int = 1048576
     nofailover: bool = False
+    failover_priority: int = 1
     use_slots: bool = True
+    use_pg_rewind: bool = False
+    remove_data_directory_on_rewind_failure: bool = False
+    remove_data_directory_on_diverged_timelines: bool = False
+    # How long a lock holder waits for its PostgreSQL to start (after a crash) before handing the lock over.
+    primary_start_timeout: float = 300.0
     # A primary stops accepting writes once its lease has less than this left: the time a fence (immediate
     # stop) needs to complete, plus the slack for a late tick. See docs/safety.md.
     fence_margin: float = 2.0
@@ -32,6 +38,10 @@ class Settings:
 @dataclass(frozen=True)
 class Memory:
     last_reason: Reason | None = None
+    # Why we last became primary: written into the DCS history with the timeline switch.
+    promoted_because: Reason | None = None
+    # The leader a rewind failed against: not tried again until the leader changes.
+    rewind_failed_from: str | None = None
 
 
 @dataclass(frozen=True)

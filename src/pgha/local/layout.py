@@ -92,6 +92,9 @@ def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, An
             "connect_address": f"{host}:{layout.pg_port(i)}",
             "data_dir": os.path.join(layout.node_dir(i), "data"),
             "pgpass": os.path.join(layout.node_dir(i), "pgpass"),
+            "use_pg_rewind": True,
+            "remove_data_directory_on_rewind_failure": True,
+            "remove_data_directory_on_diverged_timelines": True,
             "authentication": {
                 "superuser": {"username": "postgres", "password": pw["superuser"]},
                 "replication": {"username": "replicator", "password": pw["replication"]},

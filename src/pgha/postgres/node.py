@@ -25,7 +25,7 @@ from pgha.fsutil import read_text, write_atomic
 from pgha.osuser import Account
 from pgha.postgres import conf
 from pgha.postgres.control import CommandError, PgCommands
-from pgha.postgres.probe import Probe
+from pgha.postgres.probe import Probe, lsn_to_int
 
 
 def local_host(listen_addresses: str) -> str:
@@ -116,9 +116,26 @@ class PostgresNode:
         self.commands.start(self.pg.pg_ctl_timeout, self._log_file())
 
     def stop(self, mode: str) -> None:
+        self._streaming_at_stop = self._streaming_replicas() if mode == "fast" else 0
         self.probe.close()
         if self.commands.postmaster_pid() is not None:
             self.commands.stop(mode, self.pg.pg_ctl_timeout)
+
+    def _streaming_replicas(self) -> int:
+        try:
+            rows = self.probe.query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
+            return int(rows[0][0])
+        except Exception:
+            return 0
+
+    def replicated_at_stop(self) -> bool | int | None:
+        """A clean (fast) shutdown makes each streaming walsender send everything up to the shutdown checkpoint
+        and wait for the standby to confirm it before PostgreSQL exits; so one streaming replica at stop time
+        means it has it all. Otherwise: the checkpoint LSN, for the caller to wait on."""
+        if getattr(self, "_streaming_at_stop", 0) > 0:
+            return True
+        data = self.commands.controldata()
+        return lsn_to_int(data.get("Latest checkpoint location", "")) if data else None
 
     def promote(self) -> None:
         # PostgreSQL removes standby.signal itself when it promotes; taking it away first makes it fail.
@@ -223,6 +240,56 @@ class PostgresNode:
         extra = [a for a in self.pg.basebackup if not a.startswith(("--pgdata", "-D"))]
         self.commands.run("pg_basebackup", "-D", self.data_dir, "-X", "stream", "-c", "fast", "--no-password",
                           "-d", info, *extra, timeout=3600)
+        copied_log = self._log_file()  # the leader's server log came along with its data directory
+        if os.path.exists(copied_log):
+            os.unlink(copied_log)
+        # A replica from the first moment: its pg_control (copied from a running primary) says "in production".
+        self.configure(source, True, None)
+
+    # --- rejoin and history ---------------------------------------------------------------------------
+    _CONFIG_FILES = ("postgresql.conf", "postgresql.base.conf", "pg_hba.conf", "pg_ident.conf")
+
+    def rewind(self, source: Member) -> None:
+        """pg_rewind from ``source``, keeping our own configuration files (pg_rewind copies the source's)."""
+        address = conf.parse_conn_url(source.conn_url)
+        if address is None:
+            raise CommandError(f"member {source.name} publishes no usable conn_url")
+        saved = {name: read_text(os.path.join(self.data_dir, name)) for name in self._CONFIG_FILES}
+        login = self.pg.rewind or self.pg.superuser
+        info = conf.conninfo(host=address[0], port=address[1], user=login.username, dbname=self.pg.database,
+                             connect_timeout=5)
+        self.write_pgpass()
+        try:
+            self.commands.run("pg_rewind", "-D", self.data_dir, f"--source-server={info}", "--no-sync",
+                              timeout=3600)
+        finally:
+            for name, text in saved.items():
+                if text is not None:
+                    self._write(name, text)
+        self.configure(source, True, None)
+
+    def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
+        from datetime import datetime, timezone
+        timeline = self.local_state().timeline
+        if not timeline or timeline < 2:
+            return [list(e) for e in existing]
+        name = f"pg_wal/{timeline:08X}.history"
+        text = self.probe.query("SELECT pg_read_file(%s)", (name,))[0][0]
+        known = {int(e[0]) for e in existing if e and str(e[0]).isdigit()}
+        history = [list(e) for e in existing]
+        now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        for line in text.splitlines():
+            parts = [p.strip() for p in line.split("\t")]
+            if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) in known:
+                continue
+            tl, lsn = int(parts[0]), lsn_to_int(parts[1])
+            if lsn is None:
+                continue
+            if tl == timeline - 1:  # the switch that made us leader: our reason, when, and who
+                history.append([tl, lsn, reason, now, me])
+            else:
+                history.append([tl, lsn, parts[2] if len(parts) > 2 else ""])
+        return sorted(history, key=lambda e: int(e[0]))
 
     # --- slots -----------------------------------------------------------------------------------------
     def sync_slots(self, members: tuple[str, ...]) -> None:

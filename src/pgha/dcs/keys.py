@@ -1,0 +1,191 @@
+"""Patroni's DCS key layout and the parsing of one cluster prefix into a ``ClusterView``, shared by every backend.
+
+Keys live under ``/<namespace>/<scope>/`` (repeated slashes collapsed, as Patroni does): ``leader`` (a bare member
+name), ``members/<name>`` (member JSON), ``initialize``, ``config``, ``history``, ``status``, ``sync``, ``failover``
+(../shared/spec/patroni-compat.md, section 1).
+
+Rules
+1. Values come from outside: anyone may have written anything. Parsing never raises; what cannot be read is left
+   out (or set to its empty value) and reported in the returned warning strings, each naming the key.
+2. A member whose JSON is not an object is skipped, never passed on half-filled. The legacy member format
+   ``postgres://...?application_name=<api_url>`` (Patroni < 1.0) is read as Patroni reads it.
+3. Pure functions, no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+from urllib.parse import urlparse, urlunparse
+
+from pgha.core.model import ClusterView, Member
+
+MEMBERS = "members/"
+
+
+def cluster_prefix(namespace: str, scope: str) -> str:
+    """``/<namespace>/<scope>/`` with repeated slashes collapsed: ("/service", "demo") -> "/service/demo/"."""
+    return re.sub("/+", "/", f"/{namespace}/{scope}/")
+
+
+@dataclass(frozen=True)
+class KeyLayout:
+    """The full key paths of one cluster."""
+
+    prefix: str  # ends with "/"
+
+    @classmethod
+    def of(cls, namespace: str, scope: str) -> "KeyLayout":
+        return cls(cluster_prefix(namespace, scope))
+
+    def key(self, relative: str) -> str:
+        return self.prefix + relative
+
+    def member(self, name: str) -> str:
+        return self.prefix + MEMBERS + name
+
+    @property
+    def leader(self) -> str:
+        return self.key("leader")
+
+    @property
+    def initialize(self) -> str:
+        return self.key("initialize")
+
+    @property
+    def config(self) -> str:
+        return self.key("config")
+
+    @property
+    def history(self) -> str:
+        return self.key("history")
+
+    @property
+    def status(self) -> str:
+        return self.key("status")
+
+    @property
+    def sync(self) -> str:
+        return self.key("sync")
+
+    @property
+    def failover(self) -> str:
+        return self.key("failover")
+
+
+def _json(value: str) -> tuple[bool, Any]:
+    try:
+        return True, json.loads(value)
+    except (TypeError, ValueError):
+        return False, None
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    return None
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _legacy_member(value: str) -> dict[str, Any]:
+    """``postgres://u:p@host:5432/postgres?application_name=http://host:8008/patroni`` -> conn_url, api_url."""
+    scheme, netloc, path, params, query, fragment = urlparse(value)
+    conn_url = urlunparse((scheme, netloc, path, params, "", fragment))
+    api = [p.split("=", 1)[1] for p in query.split("&") if p.startswith("application_name=")]
+    return {"conn_url": conn_url, "api_url": api[0] if api else ""}
+
+
+def parse_member(name: str, value: str, key: str) -> tuple[Member | None, list[str]]:
+    """One ``members/<name>`` value -> Member (None when unreadable), with warnings naming ``key``."""
+    if value.startswith("postgres"):
+        data: Any = _legacy_member(value)
+    else:
+        ok, data = _json(value)
+        if not ok or not isinstance(data, dict):
+            return None, [f"{key}: member skipped, its value is not a JSON object: {value[:80]!r}"]
+    warnings = []
+    for field in ("xlog_location", "timeline"):
+        if field in data and data[field] is not None and _int(data[field]) is None:
+            warnings.append(f"{key}: {field} is not an integer: {data[field]!r} (ignored)")
+    tags = data.get("tags")
+    if tags is not None and not isinstance(tags, dict):
+        warnings.append(f"{key}: tags is not a JSON object (ignored)")
+        tags = None
+    member = Member(name=name, conn_url=_str(data.get("conn_url")), api_url=_str(data.get("api_url")),
+                    state=_str(data.get("state")), role=_str(data.get("role")),
+                    xlog_location=_int(data.get("xlog_location")), timeline=_int(data.get("timeline")),
+                    tags=dict(tags or {}), data=dict(data))
+    return member, warnings
+
+
+def parse_history(value: str, key: str) -> tuple[tuple[tuple[Any, ...], ...], list[str]]:
+    ok, data = _json(value)
+    if not ok or not isinstance(data, list):
+        return (), [f"{key}: history is not a JSON list (ignored)"]
+    lines = tuple(tuple(line) for line in data if isinstance(line, list))
+    skipped = len(data) - len(lines)
+    return lines, [f"{key}: {skipped} history line(s) are not lists (ignored)"] if skipped else []
+
+
+def parse_config(value: str, key: str) -> tuple[Mapping[str, Any], list[str]]:
+    """The key exists, so the result is never None: unreadable config reads as {} (Patroni does the same)."""
+    ok, data = _json(value)
+    if not ok or not isinstance(data, dict):
+        return {}, [f"{key}: config is not a JSON object (read as empty)"]
+    return data, []
+
+
+def parse_optime(status: str | None, legacy: str | None, key: str) -> tuple[int | None, list[str]]:
+    """``status`` {"optime": int, ...} (or a bare int), falling back to the legacy ``optime/leader`` int."""
+    if status is not None:
+        ok, data = _json(status)
+        if ok and isinstance(data, dict) and _int(data.get("optime")) is not None:
+            return _int(data.get("optime")), []
+        if ok and _int(data) is not None:
+            return _int(data), []
+        if not ok or not isinstance(data, dict):
+            return None, [f"{key}: status is not a JSON object (ignored)"]
+    if legacy is not None:
+        return _int(legacy), []
+    return None, []
+
+
+def parse_cluster(kvs: Mapping[str, str], prefix: str = "") -> tuple[ClusterView, list[str]]:
+    """Raw key -> value map of one cluster prefix -> (ClusterView, warnings).
+
+    Keys are relative to the prefix ("leader", "members/pg1"); when ``prefix`` is given, keys starting with it
+    are made relative first (so the full paths a backend read may be passed as they are).
+    """
+    rel = {(k[len(prefix):] if prefix and k.startswith(prefix) else k): v for k, v in kvs.items()}
+    warnings: list[str] = []
+    members = []
+    for key in sorted(k for k in rel if k.startswith(MEMBERS)):
+        name = key[len(MEMBERS):]
+        if not name:
+            continue
+        member, w = parse_member(name, rel[key], prefix + key)
+        warnings += w
+        if member is not None:
+            members.append(member)
+    config = None
+    if "config" in rel:
+        config, w = parse_config(rel["config"], prefix + "config")
+        warnings += w
+    history: tuple[tuple[Any, ...], ...] = ()
+    if "history" in rel:
+        history, w = parse_history(rel["history"], prefix + "history")
+        warnings += w
+    optime, w = parse_optime(rel.get("status"), rel.get("optime/leader"), prefix + "status")
+    warnings += w
+    view = ClusterView(leader=rel.get("leader"), members=tuple(members), initialize=rel.get("initialize"),
+                       config=config, history=history, status_optime=optime)
+    return view, warnings
