@@ -23,6 +23,11 @@ class DcsError(Exception):
     """The DCS could not be reached or answered an error, within the call's deadline."""
 
 
+class TransientJobError(Exception):
+    """A background job failed for a passing reason (its source was unreachable): the core tries again later
+    and repairs nothing (no data directory is removed for it)."""
+
+
 class Dcs(Protocol):
     ttl: int
 
@@ -105,6 +110,8 @@ class PostgresPort(Protocol):
     def stop(self, mode: str) -> None: ...
 
     def promote(self) -> None: ...
+
+    def checkpoint(self) -> None: ...
 
     def follow(self, upstream: Member | None) -> None: ...
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from pgha.core import actions as A
@@ -105,12 +107,13 @@ CASES = [
      obs(cluster(leader="n2"), with_job(STOPPED_PRIMARY, job(JobKind.START, JobState.RUNNING, "as primary"))),
      (A.StopPostgres(A.StopMode.IMMEDIATE),), Reason.LOCK_LOST_DEMOTE),
     ("stopped former primary with a new leader: rewind from it first",
-     obs(cluster(leader="n2", members=[member("n2", timeline=2)]), STOPPED_PRIMARY), (A.Rewind("n2"),),
-     Reason.REWIND_STARTED),
-    ("running replica whose WAL went past the leader's fork point: stop and rewind",
-     obs(cluster(leader="n2", members=[member("n2", 900, timeline=2)], history=((1, 400, "race_won"),)),
-         PRIMARY_DEMOTED),
-     (A.StopPostgres(A.StopMode.FAST), A.Rewind("n2")), Reason.DIVERGED),
+     obs(cluster(leader="n2", members=[replace(member("n2", timeline=2), role="primary")]), STOPPED_PRIMARY),
+     (A.Rewind("n2"),), Reason.REWIND_STARTED),
+    ("stopped former primary, the new leader has not published its timeline yet: wait",
+     obs(cluster(leader="n2", members=[member("n2", timeline=1)]), STOPPED_PRIMARY), (), Reason.WAIT_LEADER_READY),
+    ("stopped former primary, leader on the same timeline: nothing to rewind",
+     obs(cluster(leader="n2", members=[replace(member("n2", timeline=1), role="primary")]), STOPPED_PRIMARY),
+     (A.StartPostgres(False, "n2"),), Reason.STARTING_REPLICA),
     ("running replica behind the fork point: just follow",
      obs(cluster(leader="n2", members=[member("n2", 900, timeline=2)], history=((1, 600, "race_won"),)),
          PRIMARY_DEMOTED),
@@ -173,12 +176,12 @@ CASES = [
              "the cluster's initialize key 7399999999999999999; refusing to start"),), Reason.FOREIGN_DATA_DIR),
     ("shutdown as leader: clean stop, wait for a replica to have it all, then release",
      obs(cluster(leader=ME), PRIMARY, shutdown_requested=True),
-     (A.StopPostgres(A.StopMode.FAST), A.AwaitReplicated(5.0), A.ReleaseLeader()), Reason.SHUTDOWN_HANDOVER),
+     (A.StopPostgres(A.StopMode.FAST), A.AwaitReplicated(5.0), A.RevokeLease()), Reason.SHUTDOWN_HANDOVER),
     ("shutdown as leader with PostgreSQL already stopped: release",
-     obs(cluster(leader=ME), STOPPED_PRIMARY, shutdown_requested=True), (A.ReleaseLeader(),), Reason.SHUTDOWN),
+     obs(cluster(leader=ME), STOPPED_PRIMARY, shutdown_requested=True), (A.RevokeLease(),), Reason.SHUTDOWN),
     ("shutdown as replica: only stop",
-     obs(cluster(leader="n2"), REPLICA, shutdown_requested=True), (A.StopPostgres(A.StopMode.FAST),),
-     Reason.SHUTDOWN),
+     obs(cluster(leader="n2"), REPLICA, shutdown_requested=True),
+     (A.StopPostgres(A.StopMode.FAST), A.RevokeLease()), Reason.SHUTDOWN),
 ]
 
 
@@ -189,6 +192,30 @@ def test_decide(observation, expected_actions, expected_reason):
     assert decision.reason is expected_reason
     assert decision.actions == expected_actions
     assert decision.memory.last_reason is expected_reason
+
+
+def test_a_demoted_primary_whose_wal_went_past_the_fork_point_is_rewound():
+    view = cluster(leader="n2", members=[member("n2", 900, timeline=2)], history=((1, 400, "race_won"),))
+    decision = decide(obs(view, PRIMARY_DEMOTED), Memory(was_primary=True), SETTINGS)
+    assert decision.reason is Reason.DIVERGED
+    assert decision.actions == (A.StopPostgres(A.StopMode.FAST), A.Rewind("n2"))
+    # An ordinary replica (never primary) is never judged diverged: it cannot hold WAL its upstream lacked.
+    assert decide(obs(view, PRIMARY_DEMOTED), Memory(), SETTINGS).reason is Reason.FOLLOWING
+
+
+def test_was_primary_is_remembered_until_the_node_streams():
+    memory = decide(obs(cluster(leader=ME), PRIMARY), Memory(), SETTINGS).memory
+    assert memory.was_primary
+    streaming = replace(REPLICA, streaming_from="127.0.0.1:5200")
+    assert not decide(obs(cluster(leader="n2"), streaming), memory, SETTINGS).memory.was_primary
+
+
+def test_a_rewind_that_could_not_reach_its_source_is_retried_without_repairs():
+    failed = replace(job(JobKind.REWIND, JobState.FAILED, "rewind source unreachable"), retryable=True)
+    settings = replace(SETTINGS, remove_data_directory_on_rewind_failure=True)
+    decision = decide(obs(cluster(leader="n2"), with_job(STOPPED_PRIMARY, failed)), Memory(), settings)
+    assert decision.actions == (A.AckJob(),) and decision.reason is Reason.JOB_RETRY
+    assert decision.memory.rewind_failed_from is None
 
 
 def test_nofailover_node_neither_bootstraps_nor_races():

@@ -77,7 +77,8 @@ def cluster():
         yield local
     finally:
         local.down()
-        shutil.rmtree(root, ignore_errors=True)
+        if not os.environ.get("PGHA_KEEP_TEST_DIRS"):  # set it to read the agents' logs after a failure
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def connect(layout: Layout, i: int, **kw) -> psycopg.Connection:

@@ -75,6 +75,9 @@ class Executor:
     def _ReleaseLeader(self, a: A.ReleaseLeader) -> bool:
         return self.dcs.release_leader(self.name, timeout=self.timeout())
 
+    def _RevokeLease(self, a: A.RevokeLease) -> None:
+        self.dcs.close(revoke=True)
+
     def _ClaimInitialize(self, a: A.ClaimInitialize) -> bool:
         return self.dcs.claim_initialize(timeout=self.timeout())
 
@@ -142,6 +145,9 @@ class Executor:
 
     def _Promote(self, a: A.Promote) -> None:
         self.node.promote()
+        # The control file carries the new timeline only after a checkpoint; pg_rewind on the old primary
+        # reads it from there (Patroni's checkpoint_after_promote).
+        self.node.checkpoint()
 
     def _Demote(self, a: A.Demote) -> None:
         self.node.stop(a.mode.value)

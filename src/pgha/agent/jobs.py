@@ -14,6 +14,7 @@ import time
 from typing import Callable
 
 from pgha.core.model import Job, JobKind, JobState
+from pgha.ports import TransientJobError
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,8 @@ class JobRunner:
             outcome = Job(kind, JobState.SUCCEEDED, started)
         except Exception as e:  # the job's failure is an observation, never a crash of the agent
             log.error("%s failed: %s", kind.value, e)
-            outcome = Job(kind, JobState.FAILED, started, detail=str(e)[:500])
+            outcome = Job(kind, JobState.FAILED, started, detail=str(e)[:500],
+                          retryable=isinstance(e, TransientJobError))
         with self._lock:
             self._job = outcome
         if self._on_done:

@@ -40,7 +40,7 @@ _QUIET = {"RefreshLeader", "SyncSlots"}
 
 class Agent:
     def __init__(self, cfg: Any, dcs: Dcs, node: PostgresPort, clock: Callable[[], float] = time.monotonic,
-                 jobs: JobRunner | None = None) -> None:
+                 jobs: JobRunner | None = None, fencer: Any = None) -> None:
         self.cfg = cfg
         self.dcs = dcs
         self.clock = clock
@@ -54,6 +54,7 @@ class Agent:
         self.dynamic, _ = DynamicConfig.from_dict(cfg.bootstrap.dcs)
         self.settings = self._settings()
         self.last_decision = None
+        self.fencer = fencer  # fencer.Fencer: stops PostgreSQL if this loop misses its lease deadline
         self.decisions: deque[list[str]] = deque(maxlen=10)
 
     # --- configuration --------------------------------------------------------------------------------
@@ -125,9 +126,23 @@ class Agent:
         self._remember_decision(decision.reason.code, message)
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
+        self._arm_fencer(obs, decision)
         if obs.cluster is not None and not obs.shutdown_requested:
             self._publish(obs)
         return obs
+
+    def _arm_fencer(self, obs: Observation, decision) -> None:
+        """While this node is (or is becoming) a writer, the fencer stops PostgreSQL at the same instant this
+        loop would fence it -- so a frozen or dead agent cannot leave a primary running past its lease."""
+        if self.fencer is None:
+            return
+        holder = obs.cluster is not None and obs.cluster.leader == self.cfg.name
+        writer = holder or self.last_local_role is PgRole.PRIMARY or any(
+            type(a).__name__ in ("Promote", "AcquireLeader") for a in decision.actions)
+        if writer and self.lease.valid_until is not None and not obs.shutdown_requested:
+            self.fencer.arm(self.lease.valid_until - self.settings.fence_margin)
+        else:
+            self.fencer.disarm()
 
     def _remember_decision(self, code: str, message: str) -> None:
         """The last distinct decisions, published with the member data for `pgha explain`."""
@@ -204,10 +219,12 @@ class Agent:
                 self._sleep(self._next_wait() if obs is not None else min(1.0, self.settings.loop_wait))
         except AgentExit as e:
             log.error("%s", e)
-            self.dcs.close(revoke=False)
+            self.dcs.close(revoke=True)
             return 1
         finally:
             self.node.close()
+            if self.fencer is not None:
+                self.fencer.close()
         self.dcs.close(revoke=True)
         log.info("agent stopped")
         return 0

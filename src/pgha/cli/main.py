@@ -58,8 +58,9 @@ def run(config: str) -> None:
     e = cfg.etcd
     dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
                    cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
+    from pgha.agent.fencer import Fencer
     from pgha.postgres.node import PostgresNode
-    agent = Agent(cfg, dcs, PostgresNode(cfg, account))
+    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     sys.exit(agent.run())
@@ -107,6 +108,30 @@ def dsn(obj: dict, cluster_names: tuple[str, ...], role: str, member: str | None
     """Print a libpq connection string for the primary, a replica, or a named member."""
     from pgha.cli.ctl import member_dsn
     click.echo(member_dsn(obj, cluster_names, role, member))
+
+
+@cli.command()
+@click.argument("cluster_names", nargs=-1)
+@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "json"]), default="pretty")
+@click.pass_obj
+def history(obj: dict, cluster_names: tuple[str, ...], fmt: str) -> None:
+    """Show the cluster's leader changes: timeline, LSN, reason, time, new leader."""
+    from pgha.cli.ctl import cluster_view
+    from pgha.cli.history import render_history
+    _, view = cluster_view(obj, cluster_names)
+    click.echo(render_history(view, fmt))
+
+
+@cli.command()
+@click.argument("member")
+@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "json"]), default="pretty")
+@click.pass_obj
+def explain(obj: dict, member: str, fmt: str) -> None:
+    """Say why MEMBER did (or did not) promote: its last decisions with their reason codes."""
+    from pgha.cli.ctl import cluster_view
+    from pgha.cli.history import render_explain
+    _, view = cluster_view(obj, ())
+    click.echo(render_explain(view, member, fmt))
 
 
 def main() -> None:

@@ -39,6 +39,12 @@ class ReleaseLeader:
 
 
 @dataclass(frozen=True)
+class RevokeLease:
+    """Drop our lease: the leader key and our member key vanish in the same instant, so nobody racing for the
+    lock still sees this departing node as a running, more advanced member."""
+
+
+@dataclass(frozen=True)
 class ClaimInitialize:
     """Win the bootstrap race: create ``initialize`` only if absent."""
 
@@ -153,6 +159,6 @@ class Exit:
 
 
 Action = Union[
-    AcquireLeader, RefreshLeader, ReleaseLeader, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
+    AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
     Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated, UpdateHistory, SyncSlots, AckJob, Exit,
 ]

@@ -25,18 +25,29 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from pgha.core import bootstrap, jobs, leader, replica
-from pgha.core.actions import AwaitReplicated, Demote, Exit, ReleaseLeader, StopMode, StopPostgres
+from pgha.core.actions import AwaitReplicated, Demote, Exit, RevokeLease, StopMode, StopPostgres
 from pgha.core.model import DataDir, JobKind, JobState, Observation, PgRole
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
 
 
 def decide(obs: Observation, memory: Memory, settings: Settings) -> Decision:
+    memory = _observe(obs, memory)
     for rule in (_shutdown, _single_writer, _job_outcome, _dcs_unreachable, _identity):
         decision = rule(obs, memory, settings)
         if decision is not None:
             return _remember(decision)
     return _remember(_by_situation(obs, memory, settings))
+
+
+def _observe(obs: Observation, memory: Memory) -> Memory:
+    """Facts worth carrying to later ticks, taken from this observation."""
+    local = obs.local
+    if local.role is PgRole.PRIMARY or (not local.running and local.last_role is PgRole.PRIMARY):
+        return replace(memory, was_primary=True) if not memory.was_primary else memory
+    if local.streaming_from is not None and memory.was_primary:
+        return replace(memory, was_primary=False)
+    return memory
 
 
 def _remember(decision: Decision) -> Decision:
@@ -64,8 +75,8 @@ def _shutdown(obs: Observation, memory: Memory, settings: Settings) -> Decision 
         actions.append(StopPostgres(StopMode.FAST))
         if holder and obs.local.role is PgRole.PRIMARY:
             actions.append(AwaitReplicated(timeout=min(5.0, settings.ttl / 2)))
-    if holder:
-        actions.append(ReleaseLeader())
+    if obs.cluster is not None:
+        actions.append(RevokeLease())  # leader key (if ours) and member key go together
     reason = Reason.SHUTDOWN_HANDOVER if any(isinstance(a, AwaitReplicated) for a in actions) else Reason.SHUTDOWN
     return Decision(tuple(actions), memory, reason)
 

@@ -66,6 +66,8 @@ def finished(obs: Observation, memory: Memory, settings: Settings, job: Job) -> 
         return bootstrap.job_finished(obs, memory, settings, job)
     if ok:
         return Decision((AckJob(),), memory, Reason.JOB_DONE, detail=job.kind.value)
+    if job.retryable:  # e.g. the leader was unreachable: nothing is wrong with our data, try again later
+        return Decision((AckJob(),), memory, Reason.JOB_RETRY, detail=job.detail)
     if job.kind is JobKind.CLONE:
         return Decision((RemoveDataDir(), AckJob()), memory, Reason.CLONE_FAILED, detail=job.detail)
     if job.kind is JobKind.REWIND:

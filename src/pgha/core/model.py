@@ -54,6 +54,7 @@ class Job:
     state: JobState
     started_at: float
     detail: str = ""
+    retryable: bool = False  # failed for a passing reason (its source was unreachable): try again, change nothing
 
 
 @dataclass(frozen=True)

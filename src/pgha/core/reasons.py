@@ -40,6 +40,7 @@ class Reason(Enum):
     CLONE_FAILED = ("clone_failed", "creating replica failed ({detail}): removing the partial data directory")
     JOB_RUNNING = ("job_running", "{detail} in progress")
     JOB_DONE = ("job_done", "{detail} finished")
+    JOB_RETRY = ("job_retry", "will try again: {detail}")
     STARTING_REPLICA = ("starting_replica", "starting PostgreSQL as a replica of ({leader})")
     FOREIGN_DATA_DIR = ("foreign_data_dir", "{detail}")
     INVALID_DATA_DIR = ("invalid_data_dir", "{detail}")
@@ -53,6 +54,7 @@ class Reason(Enum):
     START_FAILED_RELEASE = ("start_failed_release", "PostgreSQL failed to start as primary ({detail}): releasing "
                             "the lock so a replica takes over")
     REWIND_STARTED = ("rewind_started", "rejoining ({leader}): rewinding my former primary from it")
+    WAIT_LEADER_READY = ("wait_leader_ready", "waiting for ({leader}) to publish its new timeline before rejoining")
     REWIND_RUNNING = ("rewind_running", "rewinding in progress")
     REWIND_FAILED = ("rewind_failed", "pg_rewind from ({leader}) failed ({detail})")
     REWIND_FAILED_RECLONE = ("rewind_failed_reclone", "pg_rewind failed ({detail}): removing the data directory to "

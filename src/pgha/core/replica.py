@@ -4,9 +4,11 @@ Rules
 1. With a leader: run as a replica streaming from it (start, or repoint a running replica). A running primary
    never reaches here; decide.py demotes it first.
 2. Rejoin: a stopped former primary is rewound from the leader before it starts as a replica (pg_rewind finds
-   out itself whether the histories diverged); a running replica whose WAL went past the point where the
-   leader's timeline forked off ours (the ``history`` key) has diverged and is stopped and rewound. Without
-   use_pg_rewind, remove_data_directory_on_diverged_timelines makes it clone afresh instead.
+   out itself whether the histories diverged); a demoted primary running as a replica that does not stream and
+   whose WAL went past the point where the leader's timeline forked off ours (the ``history`` key) has diverged
+   and is stopped and rewound. Only former primaries are checked (memory.was_primary): an ordinary replica
+   cannot hold WAL its upstream never had. Without use_pg_rewind, remove_data_directory_on_diverged_timelines
+   makes it clone afresh instead.
 3. Without a leader: only a node allowed to fail over (not nofailover) and not behind any other running member
    (election.py) races; the atomic create of the leader key settles ties. The race winner promotes in the same
    decision, after the acquire.
@@ -31,14 +33,28 @@ def follow(obs: Observation, memory: Memory, settings: Settings, holder: str) ->
     local = obs.local
     if not local.running:
         if local.last_role is PgRole.PRIMARY and settings.use_pg_rewind and memory.rewind_failed_from != holder:
-            return Decision((Rewind(holder),), memory, Reason.REWIND_STARTED, leader=holder)
+            return _rejoin_former_primary(obs, memory, holder)
         return Decision((StartPostgres(False, holder),), memory, Reason.STARTING_REPLICA, leader=holder)
-    divergence = diverged_from(obs, holder)
+    divergence = diverged_from(obs, holder) if memory.was_primary and local.streaming_from is None else None
     if divergence is not None:
         return _diverged(memory, settings, holder, divergence)
     if local.following != holder:
         return Decision((Follow(holder),), memory, Reason.FOLLOW_NEW_LEADER, leader=holder)
     return Decision((), memory, Reason.FOLLOWING, leader=holder)
+
+
+def _rejoin_former_primary(obs: Observation, memory: Memory, holder: str) -> Decision:
+    """pg_rewind reads the leader's timeline from its control file, which a promotion updates only at the
+    checkpoint the new leader runs right after promoting; the leader publishes its new timeline once that is
+    done. Rewinding earlier would find "no rewind required" and leave us diverged."""
+    assert obs.cluster is not None
+    leader = obs.cluster.member(holder)
+    mine = obs.local.timeline
+    if leader is None or leader.role != "primary" or leader.timeline is None or mine is None:
+        return Decision((), memory, Reason.WAIT_LEADER_READY, leader=holder)
+    if leader.timeline <= mine:
+        return Decision((StartPostgres(False, holder),), memory, Reason.STARTING_REPLICA, leader=holder)
+    return Decision((Rewind(holder),), memory, Reason.REWIND_STARTED, leader=holder)
 
 
 def _diverged(memory: Memory, settings: Settings, holder: str, detail: str) -> Decision:

@@ -42,6 +42,9 @@ class Memory:
     promoted_because: Reason | None = None
     # The leader a rewind failed against: not tried again until the leader changes.
     rewind_failed_from: str | None = None
+    # This node ran as primary and has not streamed from a leader since: its WAL may hold changes the
+    # leader never had, so it is checked for divergence (replica.py).
+    was_primary: bool = False
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,7 @@ class LocalCluster:
         self.layout = layout
         self.say = say
         self.account: Account = postgres_account()
+        self.watched: set[str] = set()  # agents this `up` started or found running: they must stay up
 
     # --- files ----------------------------------------------------------------------------------------
     def _check_reachable(self) -> None:
@@ -101,6 +102,7 @@ class LocalCluster:
     def _start_agent(self, i: int, state: dict[str, Any]) -> None:
         pids = state.setdefault("agents", {})
         name = self.layout.name(i)
+        self.watched.add(name)
         if etcd.pid_alive(pids.get(name)):
             return
         node_dir = self.layout.node_dir(i)
@@ -122,6 +124,7 @@ class LocalCluster:
     # --- up / down ------------------------------------------------------------------------------------
     def up(self, timeout: float = 300.0, timing: dict[str, Any] | None = None) -> ClusterView:
         started = time.monotonic()
+        self.watched = set()
         self.write_files(timing or DEFAULT_TIMING)
         state = read_state(self.layout)
         state.update(nodes=self.layout.nodes, base_port=self.layout.base_port)
@@ -173,7 +176,7 @@ class LocalCluster:
     def _check_agents(self) -> None:
         state = read_state(self.layout)
         for name, pid in state.get("agents", {}).items():
-            if not etcd.pid_alive(pid):
+            if name in self.watched and not etcd.pid_alive(pid):
                 log = os.path.join(self.layout.root, name, "agent.log")
                 raise UpError(f"the agent of {name} exited; last lines of {log}:\n" + tail(log, 8))
 

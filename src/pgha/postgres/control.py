@@ -62,7 +62,25 @@ class PgCommands:
                 out[key.strip()] = value.strip()
         return out
 
+    def leftover_pids(self) -> list[int]:
+        """Processes still working in this data directory (backends of a killed postmaster): a new postmaster
+        cannot start while they hold the old shared memory."""
+        target = os.path.realpath(self.data_dir)
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    if os.readlink(f"/proc/{entry}/cwd") == target:
+                        found.append(int(entry))
+                except OSError:
+                    continue
+        return found
+
     def start(self, timeout: float, log_file: str) -> None:
+        deadline = time.monotonic() + 15
+        while self.postmaster_pid() is None and self.leftover_pids() and time.monotonic() < deadline:
+            time.sleep(0.1)  # they exit on their own once they notice the postmaster is gone
+        self._remove_stale_pid_file()
         self.run("pg_ctl", "start", "-D", self.data_dir, "-w", "-t", str(int(max(1, timeout))), "-l", log_file,
                  timeout=timeout + 5)
 
@@ -80,6 +98,29 @@ class PgCommands:
         if pid:
             os.kill(pid, signal.SIGKILL)
             self._wait_gone(pid, 10)
+
+    def _remove_stale_pid_file(self) -> None:
+        """A killed postmaster nobody reaped (no init process reaping orphans, as in many containers) stays a
+        zombie, and PostgreSQL's own check (kill(pid, 0)) then refuses to start ("lock file already exists").
+        With no live postmaster and nothing left running in the directory, the lock file is stale."""
+        path = os.path.join(self.data_dir, "postmaster.pid")
+        if not os.path.exists(path) or self.postmaster_pid() is not None or self.leftover_pids():
+            return
+        try:
+            with open(path) as f:
+                lines = f.read().splitlines()
+        except OSError:
+            return
+        # Lines: pid, data dir, start time, port, first socket directory, ... (PostgreSQL's miscadmin.h)
+        if len(lines) >= 5 and lines[3].strip().isdigit() and lines[4].strip():
+            socket_lock = os.path.join(lines[4].strip(), f".s.PGSQL.{lines[3].strip()}.lock")
+            try:
+                with open(socket_lock) as f:
+                    if f.readline().strip() == lines[0].strip():  # held by the same dead postmaster
+                        os.unlink(socket_lock)
+            except OSError:
+                pass
+        os.unlink(path)
 
     def _wait_gone(self, pid: int, timeout: float) -> None:
         deadline = time.monotonic() + timeout

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 from typing import Any, Mapping
 
+import psycopg
 from psycopg import sql
 
 from pgha.core.model import LocalState, Member
@@ -25,6 +26,7 @@ from pgha.fsutil import read_text, write_atomic
 from pgha.osuser import Account
 from pgha.postgres import conf
 from pgha.postgres.control import CommandError, PgCommands
+from pgha.ports import TransientJobError
 from pgha.postgres.probe import Probe, lsn_to_int
 
 
@@ -109,7 +111,17 @@ class PostgresNode:
 
     # --- lifecycle -------------------------------------------------------------------------------------
     def _log_file(self) -> str:
-        return os.path.join(self.data_dir, "pgha-postgresql.log")
+        """PostgreSQL's startup/server log (pg_ctl -l). Beside the data directory when PostgreSQL's account owns
+        its parent, because pg_basebackup and pg_rewind copy whatever lies inside it."""
+        data_dir = os.path.abspath(self.data_dir)
+        parent = os.path.dirname(data_dir)
+        try:
+            owned = os.stat(parent).st_uid == self.account.uid
+        except OSError:
+            owned = False
+        if owned:
+            return f"{data_dir}-postgresql.log"
+        return os.path.join(data_dir, "pgha-postgresql.log")
 
     def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None:
         self.configure(upstream, not as_primary, hba)
@@ -141,6 +153,9 @@ class PostgresNode:
         # PostgreSQL removes standby.signal itself when it promotes; taking it away first makes it fail.
         self.configure(None, False, None, signal=False)
         self.commands.promote(self.pg.pg_ctl_timeout)
+
+    def checkpoint(self) -> None:
+        self.probe.query("CHECKPOINT")
 
     def follow(self, upstream: Member | None) -> None:
         """Repoint a running replica; primary_conninfo is reloadable since PostgreSQL 13."""
@@ -259,6 +274,7 @@ class PostgresNode:
         info = conf.conninfo(host=address[0], port=address[1], user=login.username, dbname=self.pg.database,
                              connect_timeout=5)
         self.write_pgpass()
+        self._check_source(info, login.password)
         try:
             self.commands.run("pg_rewind", "-D", self.data_dir, f"--source-server={info}", "--no-sync",
                               timeout=3600)
@@ -267,6 +283,15 @@ class PostgresNode:
                 if text is not None:
                     self._write(name, text)
         self.configure(source, True, None)
+
+    @staticmethod
+    def _check_source(info: str, password: str | None) -> None:
+        """A source we cannot reach says nothing about our data: report it as passing, not as a failed rewind
+        (which may remove the data directory)."""
+        try:
+            psycopg.connect(info, password=password, connect_timeout=5).close()
+        except psycopg.OperationalError as e:
+            raise TransientJobError(f"rewind source unreachable: {str(e).strip().splitlines()[0]}") from None
 
     def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
         from datetime import datetime, timezone

@@ -60,8 +60,11 @@ class Probe:
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
+            # tcp_user_timeout: a server killed mid-query must not hang the HA loop on a dead socket.
             self._conn = psycopg.connect(**self.conninfo, autocommit=True, connect_timeout=3,
-                                         options="-c statement_timeout=5000")
+                                         options="-c statement_timeout=5000", tcp_user_timeout=3000,
+                                         keepalives=1, keepalives_idle=2, keepalives_interval=1,
+                                         keepalives_count=2)
         return self._conn
 
     def close(self) -> None:

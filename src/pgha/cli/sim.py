@@ -1,0 +1,96 @@
+"""`pgha sim`: the deterministic simulator (pgha.sim) from the command line.
+
+    pgha sim --schedules 10000 --seed 1          # many seeded random fault schedules, across all CPUs
+    pgha sim --replay 1000076                     # one schedule again, with its readable transcript
+    pgha sim --script tests/sim/scenarios/a_node_death.txt [--rewrite]
+
+A failing run prints, for each failing schedule, the invariant that broke and the one command that replays it;
+the first ``--show`` of them also with their transcripts. Exit status 1 when any schedule failed.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+
+
+def _replay_command(seed: int, watchdog: bool) -> str:
+    return f"pgha sim --replay {seed}" + ("" if watchdog else " --no-watchdog")
+
+
+def _print_outcome(outcome, watchdog: bool) -> None:
+    for line in outcome.lines or ():
+        click.echo(line)
+    for v in outcome.failures:
+        click.echo(f"FAILED {v.invariant} at {v.time:.3f}: {v.message}")
+    for v in outcome.expected:
+        click.echo(f"known gap {v.invariant} at {v.time:.3f}: {v.message}")
+    click.echo(f"replay: {_replay_command(outcome.seed, watchdog)}")
+
+
+def _replay(seed: int, watchdog: bool) -> int:
+    from pgha.sim import runner
+    outcome = runner.run_seed(seed, watchdog=watchdog, transcript=True)
+    _print_outcome(outcome, watchdog)
+    return 0 if outcome.ok else 1
+
+
+def _script(path: str, rewrite: bool) -> int:
+    from pgha.sim.script import run_script
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    actual, _ = run_script(text)
+    if rewrite:
+        with open(path, "w", encoding="utf-8") as f:
+            f.write(actual)
+        click.echo(f"rewrote {path}")
+        return 0
+    click.echo(actual, nl=False)
+    return 0 if actual == text else 1
+
+
+def _many(count: int, seed: int, workers: int, watchdog: bool, show: int) -> int:
+    from pgha.sim import runner
+    started = time.monotonic()
+    summary = runner.run_many(count, seed, workers, watchdog)
+    elapsed = time.monotonic() - started
+    click.echo(f"pgha sim: {summary.schedules} schedules (seed {seed}, watchdog {'on' if watchdog else 'off'}) "
+               f"in {elapsed:.1f}s; {summary.sim_time:.0f}s simulated, {summary.steps} steps")
+    passed = summary.schedules - len(summary.failed) - len(summary.with_expected)
+    click.echo(f"  passed: {passed}")
+    if summary.with_expected:
+        kinds = ", ".join(f"{k} {n}" for k, n in sorted(summary.expected.items()))
+        click.echo(f"  known gaps only (not failures): {len(summary.with_expected)} schedules "
+                   f"(fault kinds: {kinds})")
+    click.echo(f"  failed: {len(summary.failed)}")
+    for outcome in summary.failed:
+        first = outcome.failures[0]
+        click.echo(f"    {outcome.seed} [{','.join(outcome.kinds)}] {first.invariant}: {first.message}")
+        click.echo(f"      replay: {_replay_command(outcome.seed, watchdog)}")
+    for outcome in summary.failed[:show]:
+        click.echo("")
+        click.echo(f"=== transcript of schedule {outcome.seed} ===")
+        _print_outcome(runner.run_seed(outcome.seed, watchdog=watchdog, transcript=True), watchdog)
+    return 1 if summary.failed else 0
+
+
+@click.command("sim")
+@click.option("--schedules", "-n", type=int, default=1000, show_default=True, help="random fault schedules to run")
+@click.option("--seed", "-s", type=int, default=1, show_default=True, help="base seed of the schedules")
+@click.option("--replay", type=int, metavar="SEED", help="run one schedule again (the seed printed) with its transcript")
+@click.option("--workers", "-w", type=int, default=0, help="worker processes (default: one per CPU)")
+@click.option("--no-watchdog", is_flag=True, help="nodes have no watchdog (a frozen agent cannot be fenced)")
+@click.option("--show", type=int, default=3, show_default=True, help="transcripts printed for the first failures")
+@click.option("--script", type=click.Path(exists=True, dir_okay=False), help="run a scenario script (datadriven)")
+@click.option("--rewrite", is_flag=True, help="with --script: write the actual transcript into the file")
+def sim(schedules: int, seed: int, replay: int | None, workers: int, no_watchdog: bool, show: int,
+        script: str | None, rewrite: bool) -> None:
+    """Deterministic simulation: real agents, fake clock, DCS and PostgreSQL, seeded faults, checked invariants."""
+    watchdog = not no_watchdog
+    if script is not None:
+        sys.exit(_script(script, rewrite))
+    if replay is not None:
+        sys.exit(_replay(replay, watchdog))
+    sys.exit(_many(schedules, seed, workers, watchdog, show))

@@ -1,0 +1,272 @@
+"""The simulated world: one fake clock, one in-memory DCS, client traffic, and the nodes, driven by events.
+
+Theory of operation
+-------------------
+Time is a number the world moves itself (``now``); nothing sleeps and nothing runs in a thread. Each step takes
+whichever comes first: a world event from the heap (client writes and replication every ``WRITE_INTERVAL``,
+job completions, watchdog deadlines, faults and heals) or the earliest due tick of a running agent. After every
+step each sleeping agent's watch is polled, so a leader-key change wakes it at once, as the real DCS watch does
+(lease expiries are noticed at the next step, at most ``WRITE_INTERVAL`` later).
+
+Rules
+1. Deterministic: one seeded ``random.Random`` for everything (write sizes, job durations, lost answers,
+   replication hiccups); ties in time are broken by insertion order, nodes by name order.
+2. The world only observes and injures: it never touches the DCS keys or the agents' decisions.
+3. A non-expected invariant violation stops the run (``failed``); the transcript then ends with it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from pgha.core.model import JobKind, PgRole
+from pgha.dcs.keys import KeyLayout
+from pgha.dcs.memory import MemoryStore
+from pgha.sim import wal
+from pgha.sim.fakepg import FakePostgres
+from pgha.sim.invariants import Checker, Violation
+from pgha.sim.node import SimNode, node_config
+from pgha.sim.transcript import ErrorLog, action, line, lsn
+
+WRITE_INTERVAL = 0.5  # client writes and replication happen this often
+PULL_CHANCE = 0.85  # a replica receives the latest WAL at a given write interval with this probability
+MAX_STEPS = 400_000  # a schedule taking more steps than this is running away (a tick loop at the same time)
+SCOPE = "sim"
+_STARTS = frozenset({"promote", "start-primary", "bootstrap"})
+_STOPS = frozenset({"stop-fast", "stop-immediate", "crash", "kill", "fence"})
+_PROBE = "~checker"  # an agent id nobody uses: asks whether the DCS has quorum
+
+
+@dataclass(frozen=True)
+class SimParams:
+    nodes: int = 3
+    ttl: int = 6
+    loop_wait: float = 1.0
+    retry_timeout: float = 2.0
+    maximum_lag_on_failover: int = 1048576
+    watchdog: bool = True
+    use_pg_rewind: bool = True
+    nofailover: tuple[str, ...] = ()
+    write_max: int = 96 * 1024  # bytes of one client write, at most (about 100 KiB/s on average)
+
+    def names(self) -> list[str]:
+        return [f"n{i + 1}" for i in range(self.nodes)]
+
+    def dcs_config(self) -> dict[str, Any]:
+        return {"ttl": self.ttl, "loop_wait": self.loop_wait, "retry_timeout": self.retry_timeout,
+                "maximum_lag_on_failover": self.maximum_lag_on_failover,
+                "postgresql": {"use_pg_rewind": self.use_pg_rewind}}
+
+
+@dataclass
+class Write:
+    at: float
+    node: str
+    uid: int
+    lsn: int
+
+
+class World:
+    def __init__(self, params: SimParams, seed: int, transcript: bool = False) -> None:
+        self.params = params
+        self.now = 0.0
+        self.rng = random.Random(seed)
+        self.store = MemoryStore(lambda: self.now)
+        self.keys = KeyLayout.of("/service", SCOPE)
+        self._events: list[tuple[float, int, Callable[[], None]]] = []
+        self._seq = itertools.count()
+        self._uids = itertools.count(1)
+        self.checker = Checker(self)
+        self.violations: list[Violation] = []
+        self.failed = False
+        self.outages = 0  # how many outage faults hold the DCS down
+        self.steps = 0
+        self.writes: list[Write] = []
+        self.lines: list[str] | None = [] if transcript else None
+        self._errors = ErrorLog() if transcript else None
+        self._last_tick: dict[str, tuple] = {}
+        self._during_tick: list[str] = []  # what PostgreSQL did during a tick, printed after the tick's line
+        self._leader_revision = 0
+        self.nodes: dict[str, SimNode] = {}
+        self._by_host: dict[str, FakePostgres] = {}
+        for name in params.names():
+            tags = {"nofailover": True} if name in params.nofailover else {}
+            node = SimNode(self, name, node_config(name, SCOPE, params.dcs_config(), tags), params.watchdog)
+            self.nodes[name] = node
+            self._by_host[node.pg.host] = node.pg
+        self.schedule(0.0, self._traffic)
+
+    # --- services for the nodes and the fake PostgreSQL (fakepg.PgNet) ----------------------------------------
+    def schedule(self, at: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._events, (at, next(self._seq), fn))
+
+    def later(self, delay: float) -> Callable[[Callable[[], None]], None]:
+        return lambda fn: self.schedule(self.now + delay, fn)
+
+    def coin(self) -> bool:
+        return self.rng.random() < 0.5
+
+    def job_duration(self, kind: JobKind) -> float:
+        low, high = {JobKind.BOOTSTRAP: (2.0, 4.0), JobKind.CLONE: (1.0, 3.0)}.get(kind, (0.5, 2.0))
+        return round(self.rng.uniform(low, high), 3)
+
+    def pg_at(self, host: str) -> FakePostgres | None:
+        return self._by_host.get(host)
+
+    def new_uid(self) -> int:
+        return next(self._uids)
+
+    def new_system_id(self) -> str:
+        return str(self.rng.randrange(7_000_000_000_000_000_000, 7_400_000_000_000_000_000))
+
+    def flush_replicas(self, pg: FakePostgres) -> bool:
+        sent = False
+        for node in self.nodes.values():
+            if node.pg.upstream() is pg and node.pg.streaming():
+                node.pg.pull()
+                sent = True
+        return sent
+
+    def on_pg(self, pg: FakePostgres, event: str, at: float, detail: str = "") -> None:
+        node = self.nodes[pg.name]
+        if self.lines is not None:
+            extra = f" {detail}" if detail else ""
+            text = line(at, pg.name, f"pg {event}{extra} tl={pg.timeline} lsn={lsn(pg.lsn)}")
+            (self._during_tick if node.in_tick else self.lines).append(text)
+        if event in _STARTS:
+            self.checker.became_primary(node, at, event)
+        elif event in _STOPS:
+            self.checker.stopped(node, at)
+
+    # --- reading the DCS as the checker ------------------------------------------------------------------------
+    def leader_holder(self) -> str | None:
+        if self.store.reachable(_PROBE):
+            self.store.key_revision(self.keys.leader)  # applies lease expiry, as any call would
+        entry = self.store.get(self.keys.leader)
+        return entry.value if entry is not None else None
+
+    def initialize_key(self) -> str | None:
+        entry = self.store.get(self.keys.initialize)
+        return entry.value if entry is not None else None
+
+    # --- recording ------------------------------------------------------------------------------------------
+    def note(self, node: SimNode | None, text: str) -> None:
+        if self.lines is not None:
+            self.lines.append(line(self.now, node.name if node else "--", text))
+
+    def violation(self, invariant: str, message: str, expected: bool = False) -> None:
+        v = Violation(self.now, invariant, message, expected)
+        self.violations.append(v)
+        if self.lines is not None:
+            ticking = any(node.in_tick for node in self.nodes.values())
+            (self._during_tick if ticking else self.lines).append(v.render())
+        if not expected:
+            self.failed = True
+
+    def record_tick(self, node: SimNode, agent: Any, cost: float) -> None:
+        if self.lines is None:
+            return
+        self._record_decision(node, agent, cost)
+        self.lines.extend(self._during_tick)
+        self._during_tick.clear()
+
+    def _record_decision(self, node: SimNode, agent: Any, cost: float) -> None:
+        if self.lines is None or agent.last_decision is None:
+            return
+        decision, done = agent.last_decision
+        acts = " ".join(action(a) for a in decision.actions)
+        errors = self._errors.drain() if self._errors else []
+        key = (decision.reason, acts, done, errors[-1] if errors and not done else "")
+        if key == self._last_tick.get(node.name):
+            return
+        self._last_tick[node.name] = key
+        text = f"{decision.reason.code} {acts}".rstrip()
+        if not done:
+            text += " -> FAILED" + (f": {errors[-1]}" if errors else "")
+        if cost >= 0.05:
+            text += f" (DCS took {cost:.2f}s)"
+        self.lines.append(line(self.now, node.name, text))
+
+    def start_recording(self) -> None:
+        if self._errors is not None:
+            self._errors.install()
+
+    def stop_recording(self) -> None:
+        if self._errors is not None:
+            self._errors.remove()
+
+    # --- the loop ---------------------------------------------------------------------------------------------
+    def run_until(self, end: float, stop: Callable[[], bool] | None = None) -> None:
+        """Process every step due at or before ``end`` (or until ``stop()`` holds after a step)."""
+        while not self.failed:
+            t_event = self._events[0][0] if self._events else math.inf
+            node = self._due_node()
+            t_node = node.next_tick if node is not None and node.next_tick is not None else math.inf
+            if min(t_event, t_node) > end:
+                break
+            if t_event <= t_node:
+                self.now = max(self.now, t_event)
+                heapq.heappop(self._events)[2]()
+            else:
+                self.now = max(self.now, t_node)
+                assert node is not None
+                node.tick()
+            self._after_step()
+            if stop is not None and stop():
+                return
+        if not self.failed:
+            self.now = max(self.now, end)
+
+    def _due_node(self) -> SimNode | None:
+        best = None
+        for node in self.nodes.values():
+            if node.state == "running" and node.next_tick is not None:
+                if best is None or node.next_tick < best.next_tick:  # type: ignore[operator]
+                    best = node
+        return best
+
+    def _after_step(self) -> None:
+        self.steps += 1
+        if self.steps > MAX_STEPS:
+            self.violation("runaway", f"more than {MAX_STEPS} steps: some agent keeps ticking without waiting")
+        if not self.store.reachable(_PROBE):
+            return  # no quorum: no watch event reaches anyone
+        revision = self.store.key_revision(self.keys.leader)  # applies lease expiry, as the DCS would
+        if revision != self._leader_revision:
+            self._leader_revision = revision
+            for node in self.nodes.values():
+                node.watch()
+
+    def _traffic(self) -> None:
+        for node in self.nodes.values():
+            pg = node.pg
+            if pg.running and pg.role is PgRole.REPLICA and self.rng.random() < PULL_CHANCE:
+                pg.pull()
+        for node in self.nodes.values():
+            if node.pg.accepting_writes:
+                assert node.pg.data is not None
+                at = node.pg.write(self.rng.randint(1, self.params.write_max))
+                self.writes.append(Write(self.now, node.name, node.pg.data.history[-1].uid, at))
+        self.schedule(self.now + WRITE_INTERVAL, self._traffic)
+
+    # --- summaries --------------------------------------------------------------------------------------------
+    def lost_writes(self) -> int:
+        """Acknowledged writes the current leader's WAL does not hold (asynchronous replication loses some)."""
+        holder = self.leader_holder()
+        data = self.nodes[holder].pg.data if holder else None
+        if data is None:
+            return len(self.writes)
+        return sum(1 for w in self.writes if w.lsn > data.lsn or wal.uid_at(data.history, w.lsn - 1) != w.uid)
+
+    def describe(self) -> str:
+        parts = []
+        for node in self.nodes.values():
+            pg = node.pg
+            role = pg.role.value if pg.role else ("stopped" if pg.data else "empty")
+            parts.append(f"{node.name}: agent {node.state}, pg {role} tl={pg.timeline} lsn={lsn(pg.lsn)}")
+        return "; ".join(parts) + f"; leader key: {self.leader_holder() or '-'}"
