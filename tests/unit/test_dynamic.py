@@ -18,11 +18,12 @@ json_values = st.recursive(
 )
 
 
-def test_defaults_are_patronis():
+def test_defaults_are_patronis_but_for_the_fast_failover_timing():
     d = DynamicConfig()
-    assert (d.ttl, d.loop_wait, d.retry_timeout) == (30, 10, 10)
+    assert (d.ttl, d.loop_wait, d.retry_timeout) == (4, 1, 1)
+    assert d.effective_timing() == (4, 1, 1)  # loop_wait + 2 * retry_timeout <= ttl holds as given
     assert d.maximum_lag_on_failover == 1048576
-    assert d.primary_start_timeout == 300 and d.primary_stop_timeout == 0
+    assert d.primary_start_timeout == 10 and d.primary_stop_timeout == 0
     assert d.synchronous_mode == "off" and d.synchronous_node_count == 1
     assert d.maximum_lag_on_syncnode == -1
     assert d.use_slots is True and d.use_pg_rewind is False
@@ -122,7 +123,7 @@ def test_a_bad_field_keeps_its_default_and_names_the_key(raw, error):
 def test_only_the_bad_fields_are_dropped():
     d, errors = DynamicConfig.from_dict({"ttl": "x", "loop_wait": 3,
                                          "postgresql": {"parameters": {"max_connections": 0, "work_mem": "4MB"}}})
-    assert d.ttl == 30 and d.loop_wait == 3
+    assert d.ttl == DynamicConfig().ttl and d.loop_wait == 3
     assert dict(d.parameters) == {"work_mem": "4MB"}
     assert len(errors) == 2
 

@@ -133,13 +133,14 @@ def show(value: Any) -> str:
 
 @dataclass(frozen=True)
 class DynamicConfig:
-    """The cluster-wide settings, with Patroni's defaults (pgha's lower minimums apply)."""
+    """The cluster-wide settings. Defaults are Patroni's except the timing, which is pgha's own, tuned for fast
+    failover (docs/safety.md argues why it is safe); any value given, Patroni's included, is used as given."""
 
-    ttl: int = 30
-    loop_wait: float = 10
-    retry_timeout: float = 10
+    ttl: int = 4  # Patroni: 30
+    loop_wait: float = 1  # Patroni: 10
+    retry_timeout: float = 1  # Patroni: 10
     maximum_lag_on_failover: int = 1048576
-    primary_start_timeout: int = 300
+    primary_start_timeout: int = 10  # Patroni: 300; a crashed primary that is not back in 10 s fails over
     primary_stop_timeout: int = 0
     max_timelines_history: int = 0
     check_timeline: bool = False

@@ -30,7 +30,7 @@ from pgha.osuser import Account, postgres_account
 from pgha.postgres.conf import render_pgpass
 from pgha.ports import DcsError
 
-DEFAULT_TIMING = {"ttl": 10, "loop_wait": 1, "retry_timeout": 2}
+DEFAULT_TIMING = {"ttl": 4, "loop_wait": 1, "retry_timeout": 1}  # pgha's defaults, written out in bootstrap.dcs
 
 
 class UpError(Exception):
