@@ -11,7 +11,8 @@ from typing import Any
 from pgha import PATRONI_COMPAT_VERSION, __version__
 from pgha.core.model import DataDir, JobKind, JobState, LocalState, PgRole
 
-_JOB_STATES = {JobKind.BOOTSTRAP: "initializing new cluster", JobKind.CLONE: "creating replica"}
+_JOB_STATES = {JobKind.BOOTSTRAP: "initializing new cluster", JobKind.CLONE: "creating replica",
+               JobKind.REWIND: "rewinding", JobKind.START: "starting"}
 
 
 def member_state(local: LocalState) -> str:
