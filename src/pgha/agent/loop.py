@@ -40,7 +40,7 @@ _QUIET = {"RefreshLeader", "SyncSlots"}
 
 class Agent:
     def __init__(self, cfg: Any, dcs: Dcs, node: PostgresPort, clock: Callable[[], float] = time.monotonic,
-                 jobs: JobRunner | None = None, fencer: Any = None) -> None:
+                 jobs: JobRunner | None = None, fencer: Any = None, watchdog: Any = None) -> None:
         self.cfg = cfg
         self.dcs = dcs
         self.clock = clock
@@ -52,6 +52,7 @@ class Agent:
         self.lease = LeaseState()
         self.shutdown = threading.Event()
         self.dynamic, _ = DynamicConfig.from_dict(cfg.bootstrap.dcs)
+        self.watchdog = watchdog  # watchdog.Watchdog: the machine's watchdog device, while leading
         self.settings = self._settings()
         self.last_decision = None
         self.fencer = fencer  # fencer.Fencer: stops PostgreSQL if this loop misses its lease deadline
@@ -63,6 +64,9 @@ class Agent:
         tags = self.cfg.tags or {}
         prio = tags.get("failover_priority")
         nofailover = bool(tags.get("nofailover")) or (isinstance(prio, int) and prio <= 0)
+        if self.watchdog is not None and not self.watchdog.may_lead(ttl, loop_wait):
+            nofailover = True  # watchdog mode "required" and the device cannot guard a leader
+
         pg = self.cfg.postgresql
         use_pg_rewind = pg.use_pg_rewind if pg.use_pg_rewind is not None else self.dynamic.use_pg_rewind
         return Settings(name=self.cfg.name, ttl=ttl, loop_wait=loop_wait, retry_timeout=retry_timeout,
@@ -134,15 +138,22 @@ class Agent:
     def _arm_fencer(self, obs: Observation, decision) -> None:
         """While this node is (or is becoming) a writer, the fencer stops PostgreSQL at the same instant this
         loop would fence it -- so a frozen or dead agent cannot leave a primary running past its lease."""
-        if self.fencer is None:
+        if self.fencer is None and self.watchdog is None:
             return
         holder = obs.cluster is not None and obs.cluster.leader == self.cfg.name
         writer = holder or self.last_local_role is PgRole.PRIMARY or any(
             type(a).__name__ in ("Promote", "AcquireLeader") for a in decision.actions)
-        if writer and self.lease.valid_until is not None and not obs.shutdown_requested:
-            self.fencer.arm(self.lease.valid_until - self.settings.fence_margin)
-        else:
-            self.fencer.disarm()
+        armed = writer and self.lease.valid_until is not None and not obs.shutdown_requested
+        if self.fencer is not None:
+            if armed:
+                self.fencer.arm(self.lease.valid_until - self.settings.fence_margin)
+            else:
+                self.fencer.disarm()
+        if self.watchdog is not None:
+            if armed and holder:
+                self.watchdog.keepalive(self.settings.ttl, self.settings.loop_wait)
+            else:
+                self.watchdog.disable()
 
     def _remember_decision(self, code: str, message: str) -> None:
         """The last distinct decisions, published with the member data for `pgha explain`."""
@@ -225,6 +236,8 @@ class Agent:
             self.node.close()
             if self.fencer is not None:
                 self.fencer.close()
+            if self.watchdog is not None:
+                self.watchdog.disable()
         self.dcs.close(revoke=True)
         log.info("agent stopped")
         return 0

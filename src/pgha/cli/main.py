@@ -59,8 +59,11 @@ def run(config: str) -> None:
     dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
                    cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
     from pgha.agent.fencer import Fencer
+    from pgha.agent.watchdog import Watchdog
     from pgha.postgres.node import PostgresNode
-    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir))
+    wd = cfg.raw.get("watchdog") or {}
+    watchdog = Watchdog(cfg.watchdog_mode, wd.get("device", "/dev/watchdog"), wd.get("safety_margin", 5))
+    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     sys.exit(agent.run())

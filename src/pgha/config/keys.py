@@ -1,8 +1,7 @@
 """Which configuration keys pgha reads, which Patroni knows but pgha ignores, and the warnings that say so.
 
 Nothing given is dropped silently: every key pgha does not act on is listed in one warning line,
-``not supported yet (ignored): ...`` for keys Patroni knows (``log``, ``ctl``, ``watchdog`` unless its mode is
-off, ``bootstrap.dcs.standby_cluster``, ...), and ``unknown keys (ignored): ...`` for keys Patroni does not know
+``not supported yet (ignored): ...`` for keys Patroni knows (``log``, ``ctl``, ``watchdog.driver``, ``bootstrap.dcs.standby_cluster``, ...), and ``unknown keys (ignored): ...`` for keys Patroni does not know
 or ignores itself (typos, ``bootstrap.users`` removed in Patroni 4.0, a local ``postgresql.use_slots``).
 Replica creation methods other than ``basebackup`` are listed as ``postgresql.<method>`` (not supported yet).
 An ``etcd:`` section adds a third line: pgha speaks the v3 API to it.
@@ -109,10 +108,14 @@ def _children(path: str, value: Any) -> list[str]:
 
 
 def _watchdog(path: str, value: Any, found: tuple, mode: str) -> None:
-    if mode == "off" or not isinstance(value, Mapping):
+    """mode, device and safety_margin drive agent/watchdog.py; Patroni's test-only ``driver`` does not."""
+    if not isinstance(value, Mapping):
         return
     for key in value:
-        found[0 if key in _WATCHDOG else 1].append(f"{path}.{key}")
+        if key == "driver":
+            found[0].append(f"{path}.{key}")
+        elif key not in _WATCHDOG:
+            found[1].append(f"{path}.{key}")
 
 
 def _replica_methods(raw: Mapping[str, Any], found: tuple[list[str], list[str]]) -> None:
