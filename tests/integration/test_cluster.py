@@ -72,6 +72,20 @@ def test_a_row_written_on_the_leader_appears_on_both_replicas(cluster):
             assert row[0] == "written on the leader"
 
 
+def test_password_files_are_private_and_owned_by_postgres_account(cluster):
+    from pgha.osuser import postgres_account
+    account = postgres_account()
+    for i in range(cluster.layout.nodes):
+        for name in ("pgpass", "pgha.yml"):
+            st = os.stat(os.path.join(cluster.layout.node_dir(i), name))
+            assert st.st_mode & 0o777 == 0o600, (name, oct(st.st_mode))
+        st = os.stat(os.path.join(cluster.layout.node_dir(i), "pgpass"))
+        assert st.st_uid == account.uid
+        conf = open(os.path.join(cluster.layout.node_dir(i), "data", "postgresql.conf")).read()
+        assert "password" not in conf  # replication reads its password from the pgpass file
+        assert f"application_name=node{i}" in conf or f"node{i}" == snapshot(cluster).leader
+
+
 def test_a_write_on_a_replica_is_refused(cluster):
     _, replicas = leader_and_replicas(cluster)
     with connect(cluster.layout, replicas[0]) as conn:
