@@ -27,6 +27,7 @@ from pgha.fsutil import write_atomic
 from pgha.local import etcd
 from pgha.local.layout import Layout, SCOPE, ctl_config, dump_yaml, new_secrets, node_config, read_state
 from pgha.osuser import Account, postgres_account
+from pgha.procutil import pid_alive, stop_pid
 from pgha.postgres.conf import render_pgpass
 from pgha.ports import DcsError
 
@@ -88,7 +89,7 @@ class LocalCluster:
 
     # --- processes ------------------------------------------------------------------------------------
     def _start_etcd(self, state: dict[str, Any]) -> None:
-        if etcd.pid_alive(state.get("etcd_pid")):
+        if pid_alive(state.get("etcd_pid")):
             return
         layout = self.layout
         proc = etcd.start_etcd(layout.path("etcd"), layout.etcd_port, layout.etcd_peer_port, layout.path("etcd.log"))
@@ -103,7 +104,7 @@ class LocalCluster:
         pids = state.setdefault("agents", {})
         name = self.layout.name(i)
         self.watched.add(name)
-        if etcd.pid_alive(pids.get(name)):
+        if pid_alive(pids.get(name)):
             return
         node_dir = self.layout.node_dir(i)
         with open(os.path.join(node_dir, "agent.log"), "ab") as log:
@@ -176,7 +177,7 @@ class LocalCluster:
     def _check_agents(self) -> None:
         state = read_state(self.layout)
         for name, pid in state.get("agents", {}).items():
-            if name in self.watched and not etcd.pid_alive(pid):
+            if name in self.watched and not pid_alive(pid):
                 log = os.path.join(self.layout.root, name, "agent.log")
                 raise UpError(f"the agent of {name} exited; last lines of {log}:\n" + tail(log, 8))
 
@@ -189,13 +190,13 @@ class LocalCluster:
             state["last_leader"] = leader
         for name in sorted(agents, key=lambda n: n == leader):  # replicas first, the leader last
             pid = agents[name]
-            if etcd.pid_alive(pid):
-                etcd.stop_pid(pid, timeout=90)
+            if pid_alive(pid):
+                stop_pid(pid, timeout=90)
                 stopped.append(name)
         state["agents"] = {}
         stopped += self._stop_orphan_postgres()
-        if etcd.pid_alive(state.get("etcd_pid")):
-            etcd.stop_pid(state["etcd_pid"])
+        if pid_alive(state.get("etcd_pid")):
+            stop_pid(state["etcd_pid"])
             stopped.append("etcd")
         state.pop("etcd_pid", None)
         self._save_state(state)
@@ -218,7 +219,7 @@ class LocalCluster:
         return stopped
 
     def _current_leader(self, state: dict[str, Any]) -> str | None:
-        if not etcd.pid_alive(state.get("etcd_pid")):
+        if not pid_alive(state.get("etcd_pid")):
             return None
         dcs = self.dcs()
         try:

@@ -16,6 +16,7 @@ import subprocess
 import time
 
 from pgha.osuser import Account
+from pgha.procutil import pid_alive, wait_gone
 
 
 class CommandError(Exception):
@@ -97,7 +98,7 @@ class PgCommands:
         pid = self.postmaster_pid()
         if pid:
             os.kill(pid, signal.SIGKILL)
-            self._wait_gone(pid, 10)
+            wait_gone(pid, 10)
 
     def _remove_stale_pid_file(self) -> None:
         """A killed postmaster nobody reaped (no init process reaping orphans, as in many containers) stays a
@@ -122,11 +123,6 @@ class PgCommands:
                 pass
         os.unlink(path)
 
-    def _wait_gone(self, pid: int, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and _alive(pid):
-            time.sleep(0.05)
-
     def promote(self, timeout: float) -> None:
         self.run("pg_ctl", "promote", "-D", self.data_dir, "-w", "-t", str(int(max(1, timeout))),
                  timeout=timeout + 5)
@@ -141,21 +137,7 @@ class PgCommands:
                 pid = int(f.readline().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) and _is_postgres(pid) else None
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
+        return pid if pid_alive(pid) and _is_postgres(pid) else None
 
 
 def _is_postgres(pid: int) -> bool:
