@@ -40,7 +40,8 @@ _QUIET = {"RefreshLeader", "SyncSlots"}
 
 class Agent:
     def __init__(self, cfg: Any, dcs: Dcs, node: PostgresPort, clock: Callable[[], float] = time.monotonic,
-                 jobs: JobRunner | None = None, fencer: Any = None, watchdog: Any = None) -> None:
+                 jobs: JobRunner | None = None, fencer: Any = None, watchdog: Any = None,
+                 board: Any = None) -> None:
         self.cfg = cfg
         self.dcs = dcs
         self.clock = clock
@@ -57,6 +58,10 @@ class Agent:
         self.last_decision = None
         self.fencer = fencer  # fencer.Fencer: stops PostgreSQL if this loop misses its lease deadline
         self.decisions: deque[list[str]] = deque(maxlen=10)
+        self.board = board  # api.status.StatusBoard the REST API reads; None: no API (the simulator)
+        self.api_scheme = "http"
+        self.dcs_last_seen: float | None = None
+        self.holder_until: float = 0.0  # Patroni's "lock holder": the lock was seen ours less than ttl ago
 
     # --- configuration --------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -131,9 +136,26 @@ class Agent:
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
         self._arm_fencer(obs, decision)
-        if obs.cluster is not None and not obs.shutdown_requested:
-            self._publish(obs)
+        publish = obs.cluster is not None and not obs.shutdown_requested
+        if publish or self.board is not None:
+            after = replace(self.node.local_state(), job=self.jobs.current())  # one look after acting
+            if publish:
+                self._publish(obs, after)
+            self._report(obs, after)
         return obs
+
+    def _report(self, obs: Observation, local) -> None:
+        if self.board is None:
+            return
+        from pgha.agent.report import api_status
+        if obs.cluster is not None:
+            self.dcs_last_seen = time.time()
+            if obs.cluster.leader == self.cfg.name:
+                self.holder_until = obs.now + self.settings.ttl
+        lock_holder = obs.now < self.holder_until and (self.lease.valid_until or 0) > obs.now
+        status = api_status(self.cfg, self.settings, local, self.node.api_extras(), obs.cluster, lock_holder,
+                            self.dcs_last_seen, time.time())
+        self.board.publish(status, obs.cluster)
 
     def _arm_fencer(self, obs: Observation, decision) -> None:
         """While this node is (or is becoming) a writer, the fencer stops PostgreSQL at the same instant this
@@ -162,9 +184,8 @@ class Agent:
         stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
         self.decisions.append([stamp, code, message])
 
-    def _publish(self, obs: Observation) -> None:
-        local = replace(self.node.local_state(), job=self.jobs.current())
-        data = member_data(self.cfg, local)
+    def _publish(self, obs: Observation, local) -> None:
+        data = member_data(self.cfg, local, api_scheme=self.api_scheme)
         data["pgha_decisions"] = list(self.decisions)
         try:
             self.dcs.touch_member(self.cfg.name, data, timeout=self._call_timeout())

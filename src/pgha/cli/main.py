@@ -63,10 +63,23 @@ def run(config: str) -> None:
     from pgha.postgres.node import PostgresNode
     wd = cfg.raw.get("watchdog") or {}
     watchdog = Watchdog(cfg.watchdog_mode, wd.get("device", "/dev/watchdog"), wd.get("safety_margin", 5))
-    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog)
+    from pgha.api import ApiServer, StatusBoard
+    board = StatusBoard()
+    api = ApiServer(cfg.restapi, board, scope=cfg.scope, name=cfg.name)
+    try:
+        api.start()
+    except (OSError, ValueError) as e:
+        raise CliError(f"restapi.listen {cfg.restapi.listen}: cannot serve the REST API: {e}") from None
+    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog,
+                  board=board)
+    agent.api_scheme = api.scheme
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
-    sys.exit(agent.run())
+    try:
+        code = agent.run()
+    finally:
+        api.stop()
+    sys.exit(code)
 
 
 @cli.command()

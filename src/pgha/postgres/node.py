@@ -59,6 +59,9 @@ class PostgresNode:
     def close(self) -> None:
         self.probe.close()
 
+    def api_extras(self) -> dict:
+        return self.probe.extras
+
     # --- files -----------------------------------------------------------------------------------------
     def write_pgpass(self) -> None:
         pg = self.pg

@@ -27,7 +27,16 @@ SELECT pg_is_in_recovery(),
             ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,
        (SELECT received_tli FROM pg_stat_wal_receiver),
        (SELECT status FROM pg_stat_wal_receiver),
-       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver)
+       (SELECT sender_host || ':' || sender_port FROM pg_stat_wal_receiver),
+       current_setting('server_version_num')::int,
+       pg_postmaster_start_time()::text,
+       pg_last_xact_replay_timestamp()::text,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+       (SELECT (latest_end_lsn - '0/0'::pg_lsn)::bigint FROM pg_stat_wal_receiver),
+       (SELECT json_agg(json_build_object('usename', usename, 'application_name', application_name,
+                                          'client_addr', client_addr::text, 'state', state,
+                                          'sync_state', sync_state, 'sync_priority', sync_priority))
+          FROM pg_stat_replication)
 """
 
 
@@ -57,6 +66,9 @@ class Probe:
         self.conninfo = conninfo
         self._conn: psycopg.Connection | None = None
         self._system_id: str | None = None
+        # What the REST API shows besides LocalState (server version, start time, replication, ...): read in
+        # the same round trip, kept here because the decision core has no use for it.
+        self.extras: dict = {}
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -88,6 +100,7 @@ class Probe:
             return LocalState(data_dir=state)
         if self.commands.postmaster_pid() is None:
             self.close()
+            self.extras = {}
             return self._stopped()
         return self._running(upstream)
 
@@ -115,8 +128,12 @@ class Probe:
         try:
             row = self.query(_STATUS_SQL)[0]
         except psycopg.Error:
+            self.extras = {}
             return base  # starting, or not answering: role unknown
-        in_recovery, flush, received, replayed, timeline, received_tli, wr_status, sender = row
+        in_recovery, flush, received, replayed, timeline, received_tli, wr_status, sender = row[:8]
+        version, started, replayed_at, paused, latest_end, replication = row[8:]
+        self.extras = {"server_version": version, "postmaster_start_time": started, "replayed_timestamp": replayed_at,
+                       "paused": paused, "latest_end_lsn": latest_end, "replication": replication or []}
         if not in_recovery:
             return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None)
         position = max(p for p in (received, replayed, 0) if p is not None)
