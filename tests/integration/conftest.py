@@ -27,7 +27,8 @@ TEST_TIMING = {"ttl": 5, "loop_wait": 1, "retry_timeout": 1}
 
 
 def port_block_free(base: int) -> bool:
-    for port in [base + i for i in range(5)] + [base + 100 + i for i in range(5)] + [base + 200, base + 201]:
+    ports = [base + i for i in range(5)] + [base + 100 + i for i in range(5)] + [base + 150 + i for i in range(5)]
+    for port in ports + [base + 200, base + 201]:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:

@@ -142,6 +142,8 @@ def _variant_config(cluster, i: int, tmp_path, **changes) -> str:
         for key in keys[:-1]:
             section = section[key]
         section[keys[-1]] = value
+    spare = f"127.0.0.1:{cluster.layout.base_port + 150 + i}"  # its own REST API port (free in the block)
+    cfg["restapi"] = {"listen": spare, "connect_address": spare}
     out = tmp_path / f"variant-{i}.yml"
     out.write_text(yaml.safe_dump(cfg))
     out.chmod(0o600)
