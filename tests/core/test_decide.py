@@ -199,8 +199,12 @@ def test_a_demoted_primary_whose_wal_went_past_the_fork_point_is_rewound():
     decision = decide(obs(view, PRIMARY_DEMOTED), Memory(was_primary=True), SETTINGS)
     assert decision.reason is Reason.DIVERGED
     assert decision.actions == (A.StopPostgres(A.StopMode.FAST), A.Rewind("n2"))
-    # An ordinary replica (never primary) is never judged diverged: it cannot hold WAL its upstream lacked.
-    assert decide(obs(view, PRIMARY_DEMOTED), Memory(), SETTINGS).reason is Reason.FOLLOWING
+    # An ordinary replica is judged only after it has not streamed for diverge_grace: a replica that is merely
+    # reconnecting may report a stale timeline.
+    fresh = decide(obs(view, PRIMARY_DEMOTED), Memory(), SETTINGS)
+    assert fresh.reason is Reason.FOLLOWING and fresh.memory.unstreamed_since == 1000.0
+    later = decide(obs(view, PRIMARY_DEMOTED, now=1000.0 + SETTINGS.diverge_grace), fresh.memory, SETTINGS)
+    assert later.reason is Reason.DIVERGED
 
 
 def test_was_primary_is_remembered_until_the_node_streams():

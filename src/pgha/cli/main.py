@@ -16,6 +16,7 @@ import click
 
 from pgha import __version__
 from pgha.cli.errors import CliError
+from pgha.cli.sim import sim
 from pgha.cli.validate import validate
 
 
@@ -36,6 +37,7 @@ def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None) -> Non
 
 
 cli.add_command(validate)
+cli.add_command(sim)
 
 
 @cli.command()

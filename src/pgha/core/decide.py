@@ -43,11 +43,17 @@ def decide(obs: Observation, memory: Memory, settings: Settings) -> Decision:
 def _observe(obs: Observation, memory: Memory) -> Memory:
     """Facts worth carrying to later ticks, taken from this observation."""
     local = obs.local
+    was_primary = memory.was_primary
     if local.role is PgRole.PRIMARY or (not local.running and local.last_role is PgRole.PRIMARY):
-        return replace(memory, was_primary=True) if not memory.was_primary else memory
-    if local.streaming_from is not None and memory.was_primary:
-        return replace(memory, was_primary=False)
-    return memory
+        was_primary = True
+    elif local.streaming_from is not None:
+        was_primary = False
+    unstreamed = None
+    if local.running and local.role is PgRole.REPLICA and local.streaming_from is None:
+        unstreamed = memory.unstreamed_since if memory.unstreamed_since is not None else obs.now
+    if (was_primary, unstreamed) == (memory.was_primary, memory.unstreamed_since):
+        return memory
+    return replace(memory, was_primary=was_primary, unstreamed_since=unstreamed)
 
 
 def _remember(decision: Decision) -> Decision:

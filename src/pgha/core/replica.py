@@ -6,9 +6,9 @@ Rules
 2. Rejoin: a stopped former primary is rewound from the leader before it starts as a replica (pg_rewind finds
    out itself whether the histories diverged); a demoted primary running as a replica that does not stream and
    whose WAL went past the point where the leader's timeline forked off ours (the ``history`` key) has diverged
-   and is stopped and rewound. Only former primaries are checked (memory.was_primary): an ordinary replica
-   cannot hold WAL its upstream never had. Without use_pg_rewind, remove_data_directory_on_diverged_timelines
-   makes it clone afresh instead.
+   and is stopped and rewound; so is a replica that has not streamed for diverge_grace (it can hold WAL the
+   old leader sent that the new leader never had, e.g. a nofailover replica ahead of the winner). Without
+   use_pg_rewind, remove_data_directory_on_diverged_timelines makes it clone afresh instead.
 3. Without a leader: only a node allowed to fail over (not nofailover) and not behind any other running member
    (election.py) races; the atomic create of the leader key settles ties. The race winner promotes in the same
    decision, after the acquire.
@@ -35,12 +35,24 @@ def follow(obs: Observation, memory: Memory, settings: Settings, holder: str) ->
         if local.last_role is PgRole.PRIMARY and settings.use_pg_rewind and memory.rewind_failed_from != holder:
             return _rejoin_former_primary(obs, memory, holder)
         return Decision((StartPostgres(False, holder),), memory, Reason.STARTING_REPLICA, leader=holder)
-    divergence = diverged_from(obs, holder) if memory.was_primary and local.streaming_from is None else None
+    divergence = diverged_from(obs, holder) if _suspect(obs, memory, settings) else None
     if divergence is not None:
         return _diverged(memory, settings, holder, divergence)
     if local.following != holder:
         return Decision((Follow(holder),), memory, Reason.FOLLOW_NEW_LEADER, leader=holder)
     return Decision((), memory, Reason.FOLLOWING, leader=holder)
+
+
+def _suspect(obs: Observation, memory: Memory, settings: Settings) -> bool:
+    """Worth checking for divergence: a replica that does not stream and either ran as primary, or has not
+    streamed for diverge_grace (it may hold WAL an old leader sent that the new leader never had). The grace
+    keeps a replica that is merely reconnecting, whose reported timeline may lag its replay, from being judged."""
+    if obs.local.streaming_from is not None:
+        return False
+    if memory.was_primary:
+        return True
+    since = memory.unstreamed_since
+    return since is not None and obs.now - since >= settings.diverge_grace
 
 
 def _rejoin_former_primary(obs: Observation, memory: Memory, holder: str) -> Decision:

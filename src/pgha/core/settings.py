@@ -30,6 +30,9 @@ class Settings:
     remove_data_directory_on_diverged_timelines: bool = False
     # How long a lock holder waits for its PostgreSQL to start (after a crash) before handing the lock over.
     primary_start_timeout: float = 300.0
+    # A replica that has not streamed for this long is checked for divergence even if it never was primary:
+    # it may hold WAL from the old leader that the new one never had. A healthy replica reconnects sooner.
+    diverge_grace: float = 10.0
     # A primary stops accepting writes once its lease has less than this left: the time a fence (immediate
     # stop) needs to complete, plus the slack for a late tick. See docs/safety.md.
     fence_margin: float = 2.0
@@ -45,6 +48,8 @@ class Memory:
     # This node ran as primary and has not streamed from a leader since: its WAL may hold changes the
     # leader never had, so it is checked for divergence (replica.py).
     was_primary: bool = False
+    # Since when this replica has run without streaming (None: it streams, or is not a running replica).
+    unstreamed_since: float | None = None
 
 
 @dataclass(frozen=True)
