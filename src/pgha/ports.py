@@ -105,9 +105,15 @@ class PostgresPort(Protocol):
 
     def write_pgpass(self) -> None: ...
 
-    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None: ...
+    stop_epoch: int  # bumped by every stop()
 
-    def stop(self, mode: str) -> None: ...
+    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None,
+              epoch: int | None = None) -> None:
+        """Start PostgreSQL; with ``epoch`` (stop_epoch when the start was ordered), refuse if a stop was ordered
+        since: a fence must never be undone by a start job that was already on its way."""
+
+    def stop(self, mode: str) -> None:
+        """Stop PostgreSQL; waits for a start in progress to finish first, then stops it."""
 
     def promote(self) -> None: ...
 

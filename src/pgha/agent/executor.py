@@ -108,9 +108,9 @@ class Executor:
 
     def _StartPostgres(self, a: A.StartPostgres) -> None:
         self.node.write_pgpass()
-        upstream, hba = self._member(a.upstream), self.hba()
+        upstream, hba, epoch = self._member(a.upstream), self.hba(), self.node.stop_epoch
         detail = START_AS_PRIMARY if a.as_primary else "as replica"
-        self.jobs.start(JobKind.START, lambda: self.node.start(upstream, a.as_primary, hba), detail)
+        self.jobs.start(JobKind.START, lambda: self.node.start(upstream, a.as_primary, hba, epoch=epoch), detail)
 
     def _Rewind(self, a: A.Rewind) -> bool:
         source = self._member(a.source)
@@ -150,8 +150,13 @@ class Executor:
         self.node.checkpoint()
 
     def _Demote(self, a: A.Demote) -> None:
+        """Stop accepting writes now. With a known leader, come back at once as its replica; with none (the
+        DCS unreachable, or the lease lost without a successor yet) stay stopped until the DCS says who leads:
+        if the lock is still ours the node restarts as primary on its own timeline, instead of promoting a
+        read-only restart onto a new one that no other node knows about."""
         self.node.stop(a.mode.value)
-        self.node.start(self._member(a.upstream), False, self.hba())
+        if a.upstream is not None:
+            self.node.start(self._member(a.upstream), False, self.hba())
 
     def _StopPostgres(self, a: A.StopPostgres) -> None:
         self.node.stop(a.mode.value)

@@ -103,12 +103,16 @@ class Agent:
     def _call_timeout(self) -> float:
         """A DCS call's deadline: retry_timeout, cut short so a primary can still fence in time."""
         budget = self.settings.retry_timeout
-        if self.lease.valid_until is not None and self.last_local_role is PgRole.PRIMARY:
+        if self.lease.valid_until is not None and self._maybe_writer():
             left = self.lease.valid_until - self.settings.fence_margin - self.clock()
             budget = min(budget, max(0.2, left))
         return budget
 
     last_local_role: PgRole | None = None
+    may_write: bool = False  # this node ran as primary, held the lock, or was told to become a writer
+
+    def _maybe_writer(self) -> bool:
+        return self.may_write or self.last_local_role is PgRole.PRIMARY
 
     # --- one tick -------------------------------------------------------------------------------------
     def observe(self) -> Observation:
@@ -133,9 +137,9 @@ class Agent:
         message = decision.message(self.cfg.name)
         log.info("%s", message)
         self._remember_decision(decision.reason.code, message)
+        self._arm_fencer(obs, decision)  # before acting: a promotion or primary start is guarded from its start
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
-        self._arm_fencer(obs, decision)
         publish = obs.cluster is not None and not obs.shutdown_requested
         if publish or self.board is not None:
             after = replace(self.node.local_state(), job=self.jobs.current())  # one look after acting
@@ -163,12 +167,17 @@ class Agent:
         if self.fencer is None and self.watchdog is None:
             return
         holder = obs.cluster is not None and obs.cluster.leader == self.cfg.name
-        writer = holder or self.last_local_role is PgRole.PRIMARY or any(
-            type(a).__name__ in ("Promote", "AcquireLeader") for a in decision.actions)
-        armed = writer and self.lease.valid_until is not None and not obs.shutdown_requested
+        becoming = any(type(a).__name__ in ("Promote", "AcquireLeader") or
+                       (type(a).__name__ == "StartPostgres" and a.as_primary) for a in decision.actions)
+        writer = holder or self.last_local_role is PgRole.PRIMARY or becoming
+        self.may_write = writer
+        deadline = (self.lease.valid_until or 0) - self.settings.fence_margin
+        # A deadline already past is never armed: the core fences itself this tick, and the fencer would only
+        # stop the replica the core restarts.
+        armed = writer and deadline > self.clock() and not obs.shutdown_requested
         if self.fencer is not None:
             if armed:
-                self.fencer.arm(self.lease.valid_until - self.settings.fence_margin)
+                self.fencer.arm(deadline)
             else:
                 self.fencer.disarm()
         if self.watchdog is not None:

@@ -64,6 +64,7 @@ def _many(count: int, seed: int, workers: int, watchdog: bool, show: int) -> int
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(summary.expected.items()))
         click.echo(f"  known gaps only (not failures): {len(summary.with_expected)} schedules "
                    f"(fault kinds: {kinds})")
+    click.echo(f"  acknowledged writes lost to failovers (asynchronous replication): {summary.lost_writes}")
     click.echo(f"  failed: {len(summary.failed)}")
     for outcome in summary.failed:
         first = outcome.failures[0]

@@ -103,7 +103,8 @@ class Promote:
 
 @dataclass(frozen=True)
 class Demote:
-    """Stop accepting writes now and come back as a replica of ``upstream`` (None: no upstream known)."""
+    """Stop accepting writes now and come back as a replica of ``upstream``; with None (no leader known) stay
+    stopped until the DCS names one."""
 
     mode: StopMode
     upstream: str | None = None

@@ -77,7 +77,9 @@ def _shutdown(obs: Observation, memory: Memory, settings: Settings) -> Decision 
         return None
     actions: list = []
     holder = obs.cluster is not None and obs.cluster.leader == settings.name
-    if obs.local.running:
+    job = obs.local.job
+    starting = job is not None and job.kind is JobKind.START and job.state is JobState.RUNNING
+    if obs.local.running or starting:  # a start on its way is finished, then stopped (PostgresPort.stop)
         actions.append(StopPostgres(StopMode.FAST))
         if holder and obs.local.role is PgRole.PRIMARY:
             actions.append(AwaitReplicated(timeout=min(5.0, settings.ttl / 2)))

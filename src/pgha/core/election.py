@@ -3,7 +3,9 @@
 A node is eligible unless one of these holds (checked in this order; the first that holds is the verdict):
 1. it is tagged nofailover (or failover_priority <= 0);
 2. its WAL position is unknown;
-3. it is behind the last optime the leader published by more than maximum_lag_on_failover;
+3. it runs on a timeline older than the newest one the ``history`` key records (a leader already wrote on
+   that timeline: taking over from an older one would discard its acknowledged writes), or it is behind the
+   last optime the leader published by more than maximum_lag_on_failover;
 4. another member that is running and allowed to fail over is on a newer timeline, or on the same timeline with
    more WAL;
 5. another such member has as much WAL and a higher failover_priority tag.
@@ -26,6 +28,9 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     mine = obs.local.wal_position
     if mine is None:
         return Reason.RACE_BEHIND, "my WAL position is unknown"
+    newest = newest_timeline(cluster.history)
+    if newest is not None and obs.local.timeline is not None and obs.local.timeline < newest:
+        return Reason.RACE_BEHIND, f"my timeline {obs.local.timeline} is older than the cluster's {newest}"
     optime = cluster.status_optime
     if optime is not None and optime - mine > settings.maximum_lag_on_failover:
         return Reason.RACE_TOO_FAR_BEHIND, str(optime - mine)
@@ -37,6 +42,17 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
         if member.xlog_location == mine and _priority(member) > settings.failover_priority:
             return Reason.RACE_LOWER_PRIORITY, member.name
     return None
+
+
+def newest_timeline(history: tuple) -> int | None:
+    """The timeline the last recorded switch led to (entries are [old timeline, lsn, ...])."""
+    timelines = []
+    for entry in history:
+        try:
+            timelines.append(int(entry[0]) + 1)
+        except (IndexError, TypeError, ValueError):
+            continue
+    return max(timelines) if timelines else None
 
 
 def _eligible(member: Member) -> bool:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import threading
 import shutil
 import tempfile
 from typing import Any, Mapping
@@ -52,6 +53,8 @@ class PostgresNode:
         })
         self.dynamic_parameters: Mapping[str, Any] = {}
         self.use_slots = True
+        self._lifecycle = threading.Lock()  # start and stop never overlap (starts run in background jobs)
+        self.stop_epoch = 0
 
     def local_state(self) -> LocalState:
         return self.probe.local_state(self.upstream())
@@ -126,15 +129,21 @@ class PostgresNode:
             return f"{data_dir}-postgresql.log"
         return os.path.join(data_dir, "pgha-postgresql.log")
 
-    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None:
-        self.configure(upstream, not as_primary, hba)
-        self.commands.start(self.pg.pg_ctl_timeout, self._log_file())
+    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None,
+              epoch: int | None = None) -> None:
+        with self._lifecycle:
+            if epoch is not None and epoch != self.stop_epoch:
+                raise CommandError("start cancelled: a stop was ordered after it")
+            self.configure(upstream, not as_primary, hba)
+            self.commands.start(self.pg.pg_ctl_timeout, self._log_file())
 
     def stop(self, mode: str) -> None:
-        self._streaming_at_stop = self._streaming_replicas() if mode == "fast" else 0
-        self.probe.close()
-        if self.commands.postmaster_pid() is not None:
-            self.commands.stop(mode, self.pg.pg_ctl_timeout)
+        with self._lifecycle:  # a start in progress (a background job) finishes first, then is stopped
+            self.stop_epoch += 1
+            self._streaming_at_stop = self._streaming_replicas() if mode == "fast" else 0
+            self.probe.close()
+            if self.commands.postmaster_pid() is not None:
+                self.commands.stop(mode, self.pg.pg_ctl_timeout)
 
     def _streaming_replicas(self) -> int:
         try:

@@ -130,7 +130,12 @@ class FakePostgres:
     def sync_slots(self, members: tuple[str, ...]) -> None:
         self.slots = tuple(members)
 
-    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None) -> None:
+    stop_epoch = 0  # bumped by every stop: a start ordered before it is cancelled (PostgresPort.start)
+
+    def start(self, upstream: Member | None, as_primary: bool, hba: tuple[str, ...] | None,
+              epoch: int | None = None) -> None:
+        if epoch is not None and epoch != self.stop_epoch:
+            raise CommandError("start cancelled: a stop was ordered after it")
         if self.data is None:
             raise CommandError("pg_ctl: directory is not a database cluster directory")
         if self.running:
@@ -150,6 +155,7 @@ class FakePostgres:
             self.net.on_pg(self, "start-replica", self.local_now(), f"upstream={self.following or '-'}")
 
     def stop(self, mode: str) -> None:
+        self.stop_epoch += 1
         if not self.running:
             return
         self._halt(mode, "stop-" + mode)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 from pgha.sim.world import SimParams
@@ -224,6 +224,3 @@ def heal_all(world: "World") -> None:
         node.thaw()
         node.start_agent()
 
-
-def without_watchdog(schedule: Schedule) -> Schedule:
-    return replace(schedule, params=replace(schedule.params, watchdog=False))

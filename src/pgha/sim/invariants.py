@@ -4,7 +4,8 @@
    start is compared with every other node's open or late-stamped interval), so also between events: a primary
    whose lease has expired still counts as accepting until it is fenced.
 2. ``lease-at-promotion``: a node that becomes primary (promote, or start as primary) holds the leader key at
-   that moment. A node starting the primary of a brand-new cluster (bootstrap) holds the ``initialize`` claim
+   that moment, on a lease that has not run out by then (the moment is the node's local time: a promote at the
+   end of a tick slowed by the DCS happens that much later than the acquire before it). A node starting the primary of a brand-new cluster (bootstrap) holds the ``initialize`` claim
    instead, and nobody else may hold the leader key.
 3. ``lag-at-promotion``: the new primary is not behind an eligible replica (not nofailover, agent running and
    reaching the DCS, PostgreSQL running as a replica on the same WAL line) by more than
@@ -52,35 +53,62 @@ class Checker:
         self.world = world
         self.open: dict[str, float] = {}  # node -> since when it accepts writes
         self.last_end: dict[str, float] = {}  # node -> when it last stopped accepting (may lie ahead: late stamp)
+        # (starter, start, other): a start stamped ahead of the world's time while ``other`` still accepts; it is
+        # an overlap unless ``other`` stops before ``start`` (decided by ``stopped`` or ``step``)
+        self.pending: list[tuple[str, float, str]] = []
+        self.began: dict[str, float] = {}  # node -> when it last started accepting
 
     def became_primary(self, node: "SimNode", at: float, kind: str) -> None:
         self._single_writer(node, at)
         if kind == "bootstrap":
             self._bootstrap_claim(node)
         else:
-            self._holds_lease(node)
+            self._holds_lease(node, at)
             self._not_behind(node, kind)
-        self.open[node.name] = at
+        self.open[node.name] = self.began[node.name] = at
 
     def stopped(self, node: "SimNode", at: float) -> None:
         if self.open.pop(node.name, None) is not None:
             self.last_end[node.name] = at
+        for starter, start, other in [p for p in self.pending if p[2] == node.name]:
+            self.pending.remove((starter, start, other))
+            if at > start:
+                self._overlap(starter, start, other)
+
+    def step(self) -> None:
+        """After every world step: a pending start whose time has come while the other still accepts overlaps."""
+        for starter, start, other in [p for p in self.pending if p[1] < self.world.now]:
+            self.pending.remove((starter, start, other))
+            if other in self.open:
+                self._overlap(starter, start, other)
+
+    def _overlap(self, starter: str, start: float, other: str) -> None:
+        until = "" if other in self.open else f" until {self.last_end[other]:.3f}"
+        self.world.violation("single-writer", f"{starter} starts accepting writes at {start:.3f} while {other} "
+                             f"accepts them (since {self.began[other]:.3f}{until})")
 
     def _single_writer(self, node: "SimNode", at: float) -> None:
-        for other, since in self.open.items():
-            if other != node.name:
-                self.world.violation("single-writer", f"{node.name} starts accepting writes at {at:.3f} while "
-                                     f"{other} has accepted them since {since:.3f}")
+        for other in self.open:
+            if other == node.name:
+                continue
+            if at <= self.world.now:
+                self._overlap(node.name, at, other)
+            else:
+                self.pending.append((node.name, at, other))
         for other, end in self.last_end.items():
-            if other != node.name and other not in self.open and end > at:
-                self.world.violation("single-writer", f"{node.name} starts accepting writes at {at:.3f} but "
-                                     f"{other} accepted them until {end:.3f}")
+            if other != node.name and other not in self.open and max(self.began[other], at) < end:
+                self._overlap(node.name, at, other)
 
-    def _holds_lease(self, node: "SimNode") -> None:
+    def _holds_lease(self, node: "SimNode", at: float) -> None:
         holder = self.world.leader_holder()
         if holder != node.name:
             self.world.violation("lease-at-promotion", f"{node.name} became primary while the leader key "
                                  f"{'is free' if holder is None else 'names ' + holder}")
+            return
+        expires = self.world.leader_lease_expiry()
+        if expires is not None and expires <= at:
+            self.world.violation("lease-at-promotion", f"{node.name} became primary at {at:.3f}, after the lease "
+                                 f"under its leader key ran out ({expires:.3f})")
 
     def _bootstrap_claim(self, node: "SimNode") -> None:
         holder = self.world.leader_holder()

@@ -1,7 +1,8 @@
 """The simulator's background jobs: ``JobRunner``'s interface (current, start, ack) on simulated time.
 
-A job's ``work`` runs when the job completes, ``duration(kind)`` simulated seconds after it started, scheduled
-through ``schedule(at, callback)``; then the agent is woken (``on_done``), as the real runner's thread would.
+A job's ``work`` runs when the job completes, ``duration(kind)`` simulated seconds after it started (at the
+node's local time: a job started late in a tick slowed by the DCS starts that much later), scheduled through
+``schedule(at, callback)``; then the agent is woken (``on_done``), as the real runner's thread would.
 
 Rules
 1. Deterministic: no threads; the world's event loop runs the completion.

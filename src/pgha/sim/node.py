@@ -85,7 +85,7 @@ class SimNode:
         world = self.world
         inner = MemoryDcs(world.store, self.cfg.namespace, self.cfg.scope, world.params.ttl, agent_id=self.name)
         self.dcs = SimDcs(inner, lambda: self.latency, world.coin, world.later)
-        self.jobs = SimJobs(lambda: world.now, world.schedule, world.job_duration, self.wake)
+        self.jobs = SimJobs(self.local_now, world.schedule, world.job_duration, self.wake)
         self.fencer = SimFencer(self) if self.watchdog else None
         if self.fencer is not None:
             self.fencers.append(self.fencer)

@@ -7,12 +7,14 @@ tick (the world runs one node's tick atomically at the world's time; see world.p
   DCS anyway and only the answer was lost, as with a real etcd;
 - a call refused because the node is cut off, or the DCS has no quorum, also costs its whole timeout (the client
   waits for an answer that never comes).
-``cost`` adds up what the current tick has spent; the node stamps a stop of PostgreSQL with ``now + cost`` (the
-moment a real agent would have reached it) and schedules its next tick ``cost`` later.
+``cost`` adds up what the current tick has spent: the node's clock (the agent's, and the stamps of what its
+PostgreSQL does) is the world's time plus ``cost``, and its next tick comes ``cost`` later.
 
 Rules
-1. Conservative: the store and the agent both see the time the tick started, so the agent's lease estimate is
-   never later than the store's expiry; PostgreSQL starts are stamped early (the tick's start) and stops late.
+1. The store applies every call at the time the tick started, except that a keepalive's lease runs from when it
+   reached the DCS (half its latency after it was sent); the agent counts from when it sent it, as a real one
+   does, so its estimate is never later than the store's expiry. PostgreSQL's changes are stamped with the
+   node's local time (world time plus the DCS time the tick has spent so far).
 2. The one write that lets *another* node act, giving the leader key up (``release_leader``, and the revoke in
    ``close``), is applied when a real DCS would receive it: ``now + cost`` (via ``defer``), never before the stop
    that precedes it in the same tick. Its answer is computed at once from the key's current holder.
@@ -29,6 +31,8 @@ from typing import Any, Callable
 from pgha.dcs.etcd3_client import DEFAULT_TIMEOUT
 from pgha.dcs.memory import MemoryDcs
 from pgha.ports import DcsError
+
+_KEEPALIVES = frozenset({"renew_lease", "refresh_leader"})
 
 
 class SimDcs:
@@ -68,8 +72,17 @@ class SimDcs:
         except DcsError:
             self.cost += budget
             raise
+        if getattr(fn, "__name__", "") in _KEEPALIVES:
+            self._arrived(self.cost + lat / 2)
         self.cost += lat
         return result
+
+    def _arrived(self, delay: float) -> None:
+        """A keepalive reaches the DCS ``delay`` seconds after the tick started, so its lease runs from then: the
+        store (which applied it at the tick's start) is told so. The agent still counts from when it sent it."""
+        lease = self.inner.store.lease(getattr(self.inner, "_lease", 0))  # MemoryDcs has no public lease id
+        if lease is not None and delay > 0:
+            lease.expires_at += delay
 
     def wait_for_leader_change(self, timeout: float) -> bool:
         return self.inner.wait_for_leader_change(0)

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 class SimFencer:
     def __init__(self, node: "SimNode") -> None:
         self.node = node
-        self.deadline: float | None = None
+        self.deadline: float | None = None  # as armed
+        self.fire_at = 0.0  # when it fences: the deadline, or when the arm arrived if that was later
         self.alive = True
 
     # --- the agent's side (pgha.agent.fencer.Fencer's interface) -------------------------------------------------
@@ -34,7 +35,7 @@ class SimFencer:
         self._catch_up()
         if deadline == self.deadline or not self.alive:
             return
-        self.deadline = deadline
+        self.deadline, self.fire_at = deadline, max(deadline, self.node.local_now())
         world = self.node.world
         world.schedule(max(deadline, world.now), lambda: self._check(deadline))
 
@@ -51,16 +52,17 @@ class SimFencer:
         self.deadline, self.alive = None, False
 
     def _catch_up(self) -> None:
-        if self.deadline is not None and self.deadline < self.node.local_now():
-            self._fire(self.deadline)
+        if self.deadline is not None and self.fire_at < self.node.local_now():
+            self._fire(self.fire_at)
 
     def _check(self, deadline: float) -> None:
         if self.deadline == deadline and self.alive:
-            self._fire(deadline)
+            self._fire(self.fire_at)
 
     def _fire(self, at: float) -> None:
-        self.deadline = None
+        self.deadline_was, self.deadline = self.deadline or at, None
         pg = self.node.pg
         if pg.running:
-            self.node.world.note(self.node, f"fencer fires (deadline {at:.3f}): stopping PostgreSQL")
+            self.node.world.note(self.node, f"fencer fires (deadline {self.deadline_was:.3f}): stopping PostgreSQL",
+                                 at=at)
             pg.crash("fence", at=at)

@@ -4,9 +4,11 @@ Theory of operation
 -------------------
 Time is a number the world moves itself (``now``); nothing sleeps and nothing runs in a thread. Each step takes
 whichever comes first: a world event from the heap (client writes and replication every ``WRITE_INTERVAL``,
-job completions, watchdog deadlines, faults and heals) or the earliest due tick of a running agent. After every
-step each sleeping agent's watch is polled, so a leader-key change wakes it at once, as the real DCS watch does
-(lease expiries are noticed at the next step, at most ``WRITE_INTERVAL`` later).
+job completions, fencer deadlines, faults and heals) or the earliest due tick of a running agent. A tick runs
+whole at the world's time; what it waits on the DCS moves only that node's clock (node.py, simdcs.py), so what
+its PostgreSQL does is stamped when a real agent would have done it. After every step, when the leader key
+changed (lease expiries are applied then too, at most ``WRITE_INTERVAL`` late), each running agent's watch
+reports it and wakes the agent shortly after, as the real DCS watch does.
 
 Rules
 1. Deterministic: one seeded ``random.Random`` for everything (write sizes, job durations, lost answers,
@@ -150,14 +152,25 @@ class World:
         entry = self.store.get(self.keys.leader)
         return entry.value if entry is not None else None
 
+    def leader_lease_expiry(self) -> float | None:
+        """When the lease under the leader key runs out (None: no key, or a DCS without quorum, where nothing
+        expires)."""
+        entry = self.store.get(self.keys.leader)
+        lease = self.store.lease(entry.lease) if entry is not None and entry.lease else None
+        if lease is None or not self.store.reachable(_PROBE):
+            return None
+        return lease.expires_at
+
     def initialize_key(self) -> str | None:
         entry = self.store.get(self.keys.initialize)
         return entry.value if entry is not None else None
 
     # --- recording ------------------------------------------------------------------------------------------
-    def note(self, node: SimNode | None, text: str) -> None:
+    def note(self, node: SimNode | None, text: str, at: float | None = None) -> None:
         if self.lines is not None:
-            self.lines.append(line(self.now, node.name if node else "--", text))
+            text = line(self.now if at is None else at, node.name if node else "--", text)
+            ticking = node is not None and node.in_tick
+            (self._during_tick if ticking else self.lines).append(text)
 
     def violation(self, invariant: str, message: str, expected: bool = False) -> None:
         v = Violation(self.now, invariant, message, expected)
@@ -232,6 +245,8 @@ class World:
 
     def _after_step(self) -> None:
         self.steps += 1
+        if self.checker.pending:
+            self.checker.step()
         if self.steps > MAX_STEPS:
             self.violation("runaway", f"more than {MAX_STEPS} steps: some agent keeps ticking without waiting")
         if not self.store.reachable(_PROBE):
