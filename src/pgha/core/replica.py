@@ -64,8 +64,9 @@ def _rejoin_former_primary(obs: Observation, memory: Memory, holder: str) -> Dec
     mine = obs.local.timeline
     if leader is None or leader.role != "primary" or leader.timeline is None or mine is None:
         return Decision((), memory, Reason.WAIT_LEADER_READY, leader=holder)
-    if leader.timeline <= mine:
-        return Decision((StartPostgres(False, holder),), memory, Reason.STARTING_REPLICA, leader=holder)
+    # Always through pg_rewind, even when the leader's timeline id is not newer than ours: two nodes that
+    # promoted without seeing each other pick the same id for different histories. pg_rewind compares the
+    # histories themselves (where each timeline began) and does nothing when they agree.
     return Decision((Rewind(holder),), memory, Reason.REWIND_STARTED, leader=holder)
 
 
