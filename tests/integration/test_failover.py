@@ -57,7 +57,7 @@ class WriterProbe:
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join(timeout=10)
-        assert self.samples > 5
+        assert self.samples > 0
         assert not self.overlaps, f"two nodes accepted writes at once: {self.overlaps[:3]}"
 
 

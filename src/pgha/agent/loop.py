@@ -219,6 +219,10 @@ class Agent:
             wait = min(wait, max(0.05, fence_at - self.clock()))
         return wait
 
+    def _postmaster_died(self) -> bool:
+        died = getattr(self.node, "postmaster_died", None)  # optional in PostgresPort: a cheap liveness look
+        return bool(died and died())
+
     def _sleep(self, seconds: float) -> None:
         deadline = self.clock() + seconds
         while not self.shutdown.is_set() and not self.wake.is_set():
@@ -227,6 +231,8 @@ class Agent:
                 break
             if self.dcs.wait_for_leader_change(min(left, 0.25)):
                 break
+            if self._postmaster_died():
+                break  # a crashed PostgreSQL is dealt with now, not at the next loop_wait
         self.wake.clear()
 
     # --- lifecycle ------------------------------------------------------------------------------------

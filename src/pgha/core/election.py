@@ -3,8 +3,9 @@
 A node is eligible unless one of these holds (checked in this order; the first that holds is the verdict):
 1. it is tagged nofailover (or failover_priority <= 0);
 2. its WAL position is unknown;
-3. it runs on a timeline older than the newest one the ``history`` key records (a leader already wrote on
-   that timeline: taking over from an older one would discard its acknowledged writes), or it is behind the
+3. it is a stopped former primary on a timeline older than the newest one the ``history`` key records (a
+   leader already wrote on that timeline: taking over from an older one would discard its acknowledged
+   writes), or it is behind the
    last optime the leader published by more than maximum_lag_on_failover;
 4. another member that is running and allowed to fail over is on a newer timeline, or on the same timeline with
    more WAL;
@@ -29,7 +30,11 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     if mine is None:
         return Reason.RACE_BEHIND, "my WAL position is unknown"
     newest = newest_timeline(cluster.history)
-    if newest is not None and obs.local.timeline is not None and obs.local.timeline < newest:
+    # Only a stopped node's timeline (from pg_control) is trustworthy here: a running replica reports its last
+    # restartpoint's, which lags after it followed a promotion, and judging it by that would leave the cluster
+    # with no candidate at all.
+    stale_timeline = obs.local.running
+    if newest is not None and not stale_timeline and obs.local.timeline is not None and obs.local.timeline < newest:
         return Reason.RACE_BEHIND, f"my timeline {obs.local.timeline} is older than the cluster's {newest}"
     optime = cluster.status_optime
     if optime is not None and optime - mine > settings.maximum_lag_on_failover:

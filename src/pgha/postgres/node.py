@@ -28,6 +28,7 @@ from pgha.osuser import Account
 from pgha.postgres import conf
 from pgha.postgres.control import CommandError, PgCommands
 from pgha.ports import TransientJobError
+from pgha.procutil import pid_alive
 from pgha.postgres.probe import Probe, lsn_to_int
 
 
@@ -57,7 +58,14 @@ class PostgresNode:
         self.stop_epoch = 0
 
     def local_state(self) -> LocalState:
-        return self.probe.local_state(self.upstream())
+        state = self.probe.local_state(self.upstream())
+        self._seen_pid = self.commands.postmaster_pid() if state.running else None
+        return state
+
+    def postmaster_died(self) -> bool:
+        """Cheap check between ticks: the postmaster seen running at the last look is gone (a crash)."""
+        pid = getattr(self, "_seen_pid", None)
+        return pid is not None and not pid_alive(pid)
 
     def close(self) -> None:
         self.probe.close()
