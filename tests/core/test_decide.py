@@ -225,6 +225,18 @@ def test_a_rewind_that_could_not_reach_its_source_is_retried_without_repairs():
     assert decision.memory.rewind_failed_from is None
 
 
+def test_peers_asked_directly_override_their_published_data():
+    from pgha.core.model import PeerStatus
+    view = cluster(members=[member("n3", 150)])  # published: n3 ahead of us (100)
+    fresh = obs(view, REPLICA, peers=(PeerStatus("n3", True, wal_position=100, timeline=1, role="replica"),))
+    assert decide(fresh, Memory(), SETTINGS).reason is Reason.RACE_WON  # it answered: no further ahead
+    gone = obs(view, REPLICA, peers=(PeerStatus("n3", False),))
+    assert decide(gone, Memory(), SETTINGS).reason is Reason.RACE_WON  # it does not answer: ignored
+    primary = obs(view, REPLICA, peers=(PeerStatus("n3", True, wal_position=90, timeline=1, role="primary"),))
+    assert decide(primary, Memory(), SETTINGS).reason is Reason.RACE_BEHIND  # still a primary out there
+    assert decide(obs(view, REPLICA), Memory(), SETTINGS).reason is Reason.RACE_BEHIND  # not asked: published
+
+
 def test_nofailover_node_neither_bootstraps_nor_races():
     settings = Settings(name=ME, nofailover=True)
     assert decide(obs(cluster(initialize=None), EMPTY), Memory(), settings).reason is Reason.NOT_ALLOWED_TO_BOOTSTRAP

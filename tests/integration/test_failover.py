@@ -17,6 +17,7 @@ import psycopg
 import pytest
 
 from pgha.local.layout import read_state
+from pgha.procutil import pid_alive
 
 from .conftest import TEST_TIMING, connect, wait_for
 from .test_cluster import leader_and_replicas, snapshot
@@ -160,14 +161,16 @@ def _try_bind(sock: socket.socket, port: int) -> bool:
 def test_c_graceful_stop_hands_over_without_loss(cluster):
     leader, _ = leader_and_replicas(cluster)
     write_rows(cluster, leader, "c", 200)
+    pid = agent_pid(cluster, leader)
     with WriterProbe(cluster.layout):
         stopped_at = time.monotonic()
-        os.kill(agent_pid(cluster, leader), signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)
         promoted = new_leader(cluster, f"node{leader}")
         handover = time.monotonic() - stopped_at
         assert count_rows(cluster, promoted, "c") == 200
         # The lock is handed over, not left to expire.
         assert handover < TEST_TIMING["ttl"], handover
+        wait_for(lambda: not pid_alive(pid), 30, "the stopped agent to exit")
         cluster.up(timeout=120, timing=TEST_TIMING)
         all_streaming(cluster)
 

@@ -60,6 +60,7 @@ class Agent:
         self.decisions: deque[list[str]] = deque(maxlen=10)
         self.board = board  # api.status.StatusBoard the REST API reads; None: no API (the simulator)
         self.api_scheme = "http"
+        self.ask_peers: Callable | None = None  # agent/peers.ask_all in a real agent; None in the simulator
         self.dcs_last_seen: float | None = None
         self.holder_until: float = 0.0  # Patroni's "lock holder": the lock was seen ours less than ttl ago
 
@@ -127,7 +128,13 @@ class Agent:
         local = replace(self.node.local_state(), job=self.jobs.current())
         self.last_local_role = local.role
         return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
-                           shutdown_requested=self.shutdown.is_set())
+                           shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local))
+
+    def _ask_peers(self, cluster: ClusterView | None, local) -> tuple:
+        """Fresh positions from the other members' REST APIs, only for a leader race (see agent/peers.py)."""
+        if self.ask_peers is None or cluster is None or cluster.leader is not None or not local.running:
+            return ()
+        return self.ask_peers(cluster.members, self.cfg.name)
 
     def tick(self) -> Observation:
         obs = self.observe()

@@ -75,6 +75,9 @@ def run(config: str) -> None:
     agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog,
                   board=board)
     agent.api_scheme = api.scheme
+    from pgha.agent.peers import ask_all
+    verify = cfg.restapi.cafile or False  # reading a peer's status; its certificate is checked when a CA is set
+    agent.ask_peers = lambda members, me: ask_all(members, me, timeout=0.5, verify=verify)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     try:

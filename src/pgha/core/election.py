@@ -3,17 +3,20 @@
 A node is eligible unless one of these holds (checked in this order; the first that holds is the verdict):
 1. it is tagged nofailover (or failover_priority <= 0);
 2. its WAL position is unknown;
-3. it is a stopped former primary on a timeline older than the newest one the ``history`` key records (a
-   leader already wrote on that timeline: taking over from an older one would discard its acknowledged
-   writes), or it is behind the
+3. it is on a timeline older than the newest one the ``history`` key records (a leader already wrote on
+   that timeline: taking over from an older one would discard its acknowledged writes), or it is behind the
    last optime the leader published by more than maximum_lag_on_failover;
 4. another member that is running and allowed to fail over is on a newer timeline, or on the same timeline with
    more WAL;
 5. another such member has as much WAL and a higher failover_priority tag.
-Remaining ties are not settled here: every tied node races and the atomic create of the leader key picks one.
+Other members are judged by what their REST API answered this tick when the shell asked (Observation.peers):
+an unreachable one is ignored, a reachable one still running as primary beats us; members nobody asked about
+are judged by their published member data. Remaining ties are not settled here: every tied node races and the atomic create of the leader key picks one.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from pgha.core.model import Member, Observation
 from pgha.core.reasons import Reason
@@ -30,17 +33,18 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     if mine is None:
         return Reason.RACE_BEHIND, "my WAL position is unknown"
     newest = newest_timeline(cluster.history)
-    # Only a stopped node's timeline (from pg_control) is trustworthy here: a running replica reports its last
-    # restartpoint's, which lags after it followed a promotion, and judging it by that would leave the cluster
-    # with no candidate at all.
-    stale_timeline = obs.local.running
-    if newest is not None and not stale_timeline and obs.local.timeline is not None and obs.local.timeline < newest:
+    # LocalState.timeline is the one being replayed (probe.py reads it from the startup process), not pg_control's
+    # lagging restartpoint, so a replica that followed the newest leader is not judged older than it is.
+    if newest is not None and obs.local.timeline is not None and obs.local.timeline < newest:
         return Reason.RACE_BEHIND, f"my timeline {obs.local.timeline} is older than the cluster's {newest}"
     optime = cluster.status_optime
     if optime is not None and optime - mine > settings.maximum_lag_on_failover:
         return Reason.RACE_TOO_FAR_BEHIND, str(optime - mine)
-    others = [m for m in cluster.members if m.name != settings.name and _eligible(m)]
+    others = [_freshest(m, obs) for m in cluster.members if m.name != settings.name and _eligible(m)]
+    others = [m for m in others if m is not None]
     for member in others:
+        if member.role == "primary" and member.name in {p.name for p in obs.peers if p.reachable}:
+            return Reason.RACE_BEHIND, f"{member.name} still runs as primary"
         if _ahead_of(member, mine, obs.local.timeline):
             return Reason.RACE_BEHIND, f"{member.name} is ahead"
     for member in others:
@@ -58,6 +62,18 @@ def newest_timeline(history: tuple) -> int | None:
         except (IndexError, TypeError, ValueError):
             continue
     return max(timelines) if timelines else None
+
+
+def _freshest(member: Member, obs: Observation) -> Member | None:
+    """The member as its own REST API answered this tick, when the shell asked; None if it did not answer
+    (a gone peer cannot be ahead of anyone); its published data otherwise."""
+    for peer in obs.peers:
+        if peer.name == member.name:
+            if not peer.reachable or peer.wal_position is None:
+                return None
+            return replace(member, xlog_location=peer.wal_position, timeline=peer.timeline or member.timeline,
+                           role=peer.role or member.role)
+    return member
 
 
 def _eligible(member: Member) -> bool:

@@ -128,6 +128,20 @@ class LeaseState:
 
 
 @dataclass(frozen=True)
+class PeerStatus:
+    """What a member answered on its REST API (GET /patroni) just before this tick, when the shell asked.
+
+    The shell asks only when there is no leader: the members' published data may be a tick old, and a race
+    decided on it can wait for a peer that is in fact no further ahead, or that is gone."""
+
+    name: str
+    reachable: bool
+    wal_position: int | None = None
+    timeline: int | None = None
+    role: str | None = None
+
+
+@dataclass(frozen=True)
 class Observation:
     now: float
     cluster: ClusterView | None  # None: the DCS could not be read this tick
@@ -135,3 +149,4 @@ class Observation:
     lease: LeaseState = LeaseState()
     dcs_error: str = ""
     shutdown_requested: bool = False
+    peers: tuple[PeerStatus, ...] = ()

@@ -11,6 +11,7 @@ Rules
 from __future__ import annotations
 
 import os
+import re
 
 import psycopg
 
@@ -137,9 +138,37 @@ class Probe:
         if not in_recovery:
             return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None)
         position = max(p for p in (received, replayed, 0) if p is not None)
-        return _replace(base, role=PgRole.REPLICA, timeline=max(timeline or 0, received_tli or 0) or None,
+        replaying = replay_timeline(self.commands.postmaster_pid())
+        timeline = replaying or max(timeline or 0, received_tli or 0) or None
+        return _replace(base, role=PgRole.REPLICA, timeline=timeline,
                         wal_position=position, receive_lsn=received, replay_lsn=replayed,
                         streaming_from=sender if wr_status == "streaming" else None)
+
+
+_SEGMENT = re.compile(r"\b([0-9A-F]{8})[0-9A-F]{16}\b")
+
+
+def replay_timeline(postmaster: int | None) -> int | None:
+    """The timeline a standby is replaying, from its startup process's title ("startup recovering
+    000000030000000000000004"). pg_control's timeline is the last restartpoint's and lags behind a followed
+    promotion, and the WAL receiver's is gone once it disconnects; the title is always current. Linux only."""
+    if postmaster is None:
+        return None
+    try:
+        with open(f"/proc/{postmaster}/task/{postmaster}/children") as f:
+            children = f.read().split()
+    except OSError:
+        return None
+    for child in children:
+        try:
+            with open(f"/proc/{child}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "startup" in title:
+            match = _SEGMENT.search(title)
+            return int(match.group(1), 16) if match else None
+    return None
 
 
 def _replace(state: LocalState, **changes) -> LocalState:
