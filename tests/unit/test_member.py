@@ -30,3 +30,11 @@ def test_steps_in_progress_are_shown():
                         (JobKind.REWIND, "rewinding"), (JobKind.START, "starting")]:
         local = LocalState(data_dir=DataDir.INITIALIZED, job=Job(kind, JobState.RUNNING, 0.0))
         assert member_state(local) == shown
+
+
+def test_a_replica_being_cloned_is_never_published_as_primary():
+    from pgha.agent.member import member_role
+    cloning = LocalState(data_dir=DataDir.INITIALIZED, last_role=PgRole.PRIMARY,
+                         job=Job(JobKind.CLONE, JobState.RUNNING, 0.0))
+    assert member_role(cloning) == "uninitialized"
+    assert member_role(LocalState(data_dir=DataDir.INITIALIZED, last_role=PgRole.REPLICA)) == "replica"

@@ -27,8 +27,10 @@ def member_state(local: LocalState) -> str:
 
 
 def member_role(local: LocalState) -> str:
-    if local.data_dir is not DataDir.INITIALIZED:
-        return "uninitialized"
+    job = local.job
+    building = job is not None and job.state is JobState.RUNNING and job.kind in (JobKind.CLONE, JobKind.BOOTSTRAP)
+    if local.data_dir is not DataDir.INITIALIZED or building:
+        return "uninitialized"  # a half-copied data directory's pg_control says nothing about its role
     if local.role is PgRole.PRIMARY:
         return "primary"
     if local.role is PgRole.REPLICA or local.last_role is PgRole.REPLICA:
