@@ -253,6 +253,24 @@ def poll_until_streaming(client_port: int, namespace: str, scope: str, nodes: in
     return ms
 
 
+def helper_processes(pid: int) -> list[int]:
+    """The agent's own helper processes: its children (by /proc scan), PostgreSQL's processes excluded (pgha's
+    fencer, for example; Patroni keeps none)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                head, rest = f.read().rsplit(")", 1)
+        except OSError:
+            continue
+        comm = head.split("(", 1)[1]
+        if int(rest.split()[1]) == pid and not comm.startswith("postgres"):
+            out.append(int(entry))
+    return out
+
+
 # --- the rest of the machine --------------------------------------------------------------------------------
 def _cpu_times() -> tuple[int, int]:
     with open("/proc/stat") as f:
@@ -287,6 +305,8 @@ def idle_window(pids: dict[str, int], seconds: float) -> dict[str, dict[str, flo
     """CPU % of each PID over ``seconds`` of wall time, its VmRSS at the end and its VmHWM (peak RSS over its
     life, bootstrap included). Checks once a second that each process is still there; raises if one is gone."""
     start_cpu = {n: cpu_seconds(p) for n, p in pids.items()}
+    helpers = {n: helper_processes(p) for n, p in pids.items()}
+    helpers_cpu = {h: cpu_seconds(h) for hs in helpers.values() for h in hs}
     t_start = time.monotonic()
     end = t_start + seconds
     for _ in range(int(seconds) + 2):
@@ -303,8 +323,15 @@ def idle_window(pids: dict[str, int], seconds: float) -> dict[str, dict[str, flo
         c1, r = cpu_seconds(p), rss_mb(p)
         if c1 is None or r is None or start_cpu[n] is None:
             raise RuntimeError(f"{n} (pid {p}) exited during the idle window")
+        h_rss = h_cpu = 0.0
+        for h in helpers[n]:
+            c, hr = cpu_seconds(h), rss_mb(h)
+            if c is not None and hr is not None and helpers_cpu.get(h) is not None:
+                h_rss += hr
+                h_cpu += c - helpers_cpu[h]
         out[n] = {"cpu_pct": 100.0 * (c1 - start_cpu[n]) / wall, "rss_mb": r,
-                  "rss_peak_mb": rss_mb(p, "VmHWM") or r, "wall_s": wall}
+                  "rss_peak_mb": rss_mb(p, "VmHWM") or r, "wall_s": wall, "helpers": len(helpers[n]),
+                  "helpers_rss_mb": h_rss, "helpers_cpu_pct": 100.0 * h_cpu / wall}
     return out
 
 

@@ -50,13 +50,13 @@ import patroni_env  # noqa: E402
 
 SECTION = "## Bootstrap: time to a streaming 3-node cluster, agent RSS and idle CPU"
 
-PGHA_DEFAULT = {"ttl": 10, "loop_wait": 1, "retry_timeout": 2}        # pgha's DEFAULT_TIMING (pgha up)
 MATCHED = {"ttl": 20, "loop_wait": 1, "retry_timeout": 3}             # the fastest Patroni accepts (min ttl 20, ...)
 PATRONI_DEFAULT_VALUES = {"ttl": 30, "loop_wait": 10, "retry_timeout": 10}
 
-# name -> (system, timing given to it (None: Patroni's own defaults, nothing set), label)
+# name -> (system, timing given to it (None: the system's own defaults, nothing set: for pgha, what `pgha up`
+# writes, pgha.local.cluster.DEFAULT_TIMING; for Patroni, 30 / 10 / 10), label)
 CONFIGS: dict[str, tuple[str, dict[str, int] | None, str]] = {
-    "pgha-default": ("pgha", PGHA_DEFAULT, "pgha's defaults"),
+    "pgha-default": ("pgha", None, "pgha's defaults (not set)"),
     "pgha-matched": ("pgha", MATCHED, "matched"),
     "patroni-matched": ("patroni", MATCHED, "matched"),
     "pgha-patroni-defaults": ("pgha", PATRONI_DEFAULT_VALUES, "Patroni's default values, set explicitly"),
@@ -117,6 +117,11 @@ def import_pgha():
         import pgha
         from pgha.local.cluster import LocalCluster
         from pgha.local.layout import SCOPE, Layout, read_state
+        for mod in ("pgha.postgres.control", "pgha.config"):  # what LocalCluster.down() imports lazily
+            try:
+                __import__(mod)
+            except ImportError:
+                pass
     except ImportError as e:
         raise SystemExit(f"cannot import pgha ({e}): run scripts/install.sh and use .venv/bin/python, "
                          "or install pgha's dependencies (psycopg, PyYAML, click, requests)") from None
@@ -125,7 +130,7 @@ def import_pgha():
     return pgha, LocalCluster, Layout, SCOPE, read_state
 
 
-def run_pgha(root: str, nodes: int, base_port: int, timing: dict[str, int], timeout: float, idle: float,
+def run_pgha(root: str, nodes: int, base_port: int, timing: dict[str, int] | None, timeout: float, idle: float,
              log: list[str]) -> dict[str, Any]:
     _, LocalCluster, Layout, SCOPE, read_state = import_pgha()
     layout = Layout(root, nodes, base_port)
@@ -134,12 +139,13 @@ def run_pgha(root: str, nodes: int, base_port: int, timing: dict[str, int], time
 
     def up() -> None:
         try:
-            cluster.up(timeout=timeout, timing=dict(timing))
+            cluster.up(timeout=timeout, timing=dict(timing) if timing else None)
             outcome["up_returned"] = time.monotonic() - t0
         except BaseException as e:  # noqa: BLE001 (reported, the run fails)
             outcome["error"] = f"{type(e).__name__}: {e}"
 
     result: dict[str, Any] = {}
+    known: list[int] = []   # agents' and etcd's PIDs, read from state.json while it exists: a fallback for down()
     t0 = time.monotonic()
     thread = threading.Thread(target=up, name="pgha-up", daemon=True)
     thread.start()
@@ -155,7 +161,9 @@ def run_pgha(root: str, nodes: int, base_port: int, timing: dict[str, int], time
             result["logs"] = {f"node{i}": benchlib.tail(os.path.join(layout.node_dir(i), "agent.log"), 25)
                               for i in range(nodes)}
             return result
-        pids = {n: int(p) for n, p in read_state(layout).get("agents", {}).items()}
+        state = read_state(layout)
+        pids = {n: int(p) for n, p in state.get("agents", {}).items()}
+        known.extend(list(pids.values()) + ([int(state["etcd_pid"])] if state.get("etcd_pid") else []))
         say(f"    streaming after {ms.streaming:.2f}s; idle window {idle:.0f}s over agents {pids}")
         result["agents"] = benchlib.idle_window(pids, idle)
         return result
@@ -163,7 +171,9 @@ def run_pgha(root: str, nodes: int, base_port: int, timing: dict[str, int], time
         try:
             cluster.down()
         except Exception as e:  # noqa: BLE001
-            say(f"    pgha down failed: {e}")
+            say(f"    pgha down failed: {e}; stopping the PIDs recorded at start-up instead: {known}")
+            benchlib.stop_pids(known[:-1], timeout=90)   # agents (each stops its PostgreSQL), then etcd
+            benchlib.stop_pids(known[-1:], timeout=20)
         if thread.is_alive():  # interrupted while up() still runs: let it end, then stop what it started
             thread.join(timeout=timeout)
             cluster.down()
@@ -208,8 +218,13 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
-def timing_text(timing: dict[str, int] | None) -> str:
-    t = timing or PATRONI_DEFAULT_VALUES
+def pgha_default_timing() -> dict[str, int]:
+    from pgha.local.cluster import DEFAULT_TIMING
+    return dict(DEFAULT_TIMING)
+
+
+def timing_text(timing: dict[str, int] | None, system: str = "patroni") -> str:
+    t = timing or (pgha_default_timing() if system == "pgha" else PATRONI_DEFAULT_VALUES)
     return f"{t['ttl']} / {t['loop_wait']} / {t['retry_timeout']}"
 
 
@@ -279,13 +294,16 @@ def render(results: list[dict[str, Any]], configs: list[str], facts: dict[str, s
         f"`postgres`). **RSS** is the agent process's VmRSS at the end of a {args.idle:.0f} s idle window that "
         "starts as soon as the cluster streams (peak: its VmHWM); **idle CPU** is its utime+stime over that "
         "window divided by the window's wall time (100 % = one core). The agent is the pgha agent / the Patroni "
-        "process, not PostgreSQL. RSS and CPU pool all agents of all runs of a row. Runs are interleaved "
-        f"across rows; before each, the script waits (up to {args.quiet_wait:.0f} s) for the machine to be under "
+        "process, not PostgreSQL; an agent's own child processes other than PostgreSQL (pgha's fencer, which "
+        "runs beside the leader's agent) are measured apart, in the last column (summed per agent). RSS and CPU "
+        "pool all agents of all runs of a row. Runs are interleaved across rows;"
+        f" before each, the script waits (up to {args.quiet_wait:.0f} s) for the machine to be under "
         f"{args.quiet_below:.0f} % busy, and records how busy it was (a run that still had to start above that "
         "is counted as *under load*; it is in the figures all the same). Figures: median (min–max).", ""]
     lines += ["| system | timing: ttl / loop_wait / retry_timeout | runs ok | leader, s | all running, s | "
-              f"**{args.nodes} nodes streaming, s** | agent RSS, MB | agent peak RSS, MB | agent idle CPU, % |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              f"**{args.nodes} nodes streaming, s** | agent RSS, MB | agent peak RSS, MB | agent idle CPU, % | "
+              "agents' helper processes: RSS, MB / idle CPU, % |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
     for name in configs:
         system, timing, label = CONFIGS[name]
         rows = [r for r in results if r["config"] == name]
@@ -293,14 +311,14 @@ def render(results: list[dict[str, Any]], configs: list[str], facts: dict[str, s
         loaded = sum(1 for r in rows if r.get("busy_before_pct", 0) >= args.quiet_below)
         agents = [a for r in ok for a in r["agents"].values()]
         lines.append(
-            f"| {'Patroni' if system == 'patroni' else 'pgha'} | {timing_text(timing)} ({label}) | "
+            f"| {'Patroni' if system == 'patroni' else 'pgha'} | {timing_text(timing, system)} ({label}) | "
             f"{len(ok)}/{len(rows)}{f' ({loaded} under load)' if loaded else ''} | "
             f"{spread([r.get('leader_s') for r in ok], '{:.2f}')} | "
             f"{spread([r.get('running_s') for r in ok], '{:.2f}')} | "
             f"**{spread([r.get('streaming_s') for r in ok], '{:.2f}')}** | "
             f"{spread([a['rss_mb'] for a in agents], '{:.1f}')} | "
             f"{spread([a['rss_peak_mb'] for a in agents], '{:.1f}')} | "
-            f"{spread([a['cpu_pct'] for a in agents], '{:.2f}')} |")
+            f"{spread([a['cpu_pct'] for a in agents], '{:.2f}')} | {helpers_text(agents)} |")
     lines += ["", "Each run, in the order run (per agent: RSS MB / idle CPU %):", ""]
     lines += ["| run | row | machine busy before, % | leader, s | all running, s | streaming, s | agents |",
               "|---|---|---|---|---|---|---|"]
@@ -319,6 +337,16 @@ def render(results: list[dict[str, Any]], configs: list[str], facts: dict[str, s
             lines.append(f"{head} - | - | failed | {err} |")
     lines.append("")
     return "\n".join(lines)
+
+
+def helpers_text(agents: list[dict[str, Any]]) -> str:
+    """The agents' own helper processes, over the agents that had any (pgha's fencer runs on the leader only)."""
+    with_helpers = [a for a in agents if a.get("helpers")]
+    if not with_helpers:
+        return "none"
+    rss = spread([a["helpers_rss_mb"] for a in with_helpers], "{:.1f}")
+    cpu = spread([a["helpers_cpu_pct"] for a in with_helpers], "{:.2f}")
+    return f"on {len(with_helpers)} of {len(agents)} agents: {rss} / {cpu}"
 
 
 def write_section(path: str, section: str) -> None:
@@ -424,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
                 base = pick_base_port(args.base_port, seq, args.nodes)
                 seq += 1
                 say(f"run {run}/{args.runs}: {system}, {label} (ttl/loop_wait/retry_timeout "
-                    f"{timing_text(timing)}), dir {root}, base port {base}")
+                    f"{timing_text(timing, system)}), dir {root}, base port {base}")
                 busy = benchlib.wait_quiet(args.quiet_below, args.quiet_wait, say=say)
                 log: list[str] = []
                 started = time.monotonic()
