@@ -78,6 +78,14 @@ class Dcs(Protocol):
     def set_config(self, config: Mapping[str, Any], timeout: float | None = None) -> bool:
         """Create ``config`` (dynamic configuration JSON) only if absent."""
 
+    def put_key(self, key: str, value: Any, version: int | None = None, timeout: float | None = None) -> bool:
+        """Write the permanent key ``key`` (one of dcs.keys.PERMANENT: config, failover, failsafe, sync) as compact
+        JSON. With ``version`` (``ClusterView.versions[key]``, 0 for an absent key) only if the key was not
+        written since: False when it was (rule 2)."""
+
+    def delete_key(self, key: str, version: int | None = None, timeout: float | None = None) -> bool:
+        """Delete a permanent key; with ``version`` only if unchanged since (False otherwise)."""
+
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None: ...
 
     def set_status(self, status: Mapping[str, Any], timeout: float | None = None) -> None: ...
@@ -123,6 +131,9 @@ class PostgresPort(Protocol):
 
     def remove_data_dir(self) -> None: ...
 
+    def reload_config(self, cluster: ClusterView | None, hba: tuple[str, ...] | None) -> None:
+        """Rewrite PostgreSQL's configuration from the settings in use and reload it (keeping the upstream)."""
+
     def bootstrap(self, initdb_args: tuple[str, ...], hba: tuple[str, ...] | None,
                   post_bootstrap_hba: tuple[str, ...]) -> None: ...
 
@@ -133,8 +144,8 @@ class PostgresPort(Protocol):
     def rewind(self, source: Member) -> None:
         """pg_rewind from ``source`` (no-op when not diverged), then configure as its replica."""
 
-    def replicated_at_stop(self) -> bool | int | None:
-        """After a clean stop as primary: True when a replica was streaming (PostgreSQL's shutdown then waits
+    def replicated_at_stop(self, member: str | None = None) -> bool | int | None:
+        """After a clean stop as primary: True when a replica (``member``, or any) was streaming (PostgreSQL's shutdown then waits
         until it has the shutdown checkpoint), else the checkpoint LSN to wait for; None when unknown."""
 
     def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:

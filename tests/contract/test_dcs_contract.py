@@ -164,6 +164,42 @@ def test_set_config_is_create_only(h: Any) -> None:
     assert b.snapshot().config == {"ttl": 30, "loop_wait": 10, "postgresql": {"use_pg_rewind": True}}
 
 
+def test_put_key_compare_and_swap(h: Any) -> None:
+    a, b = h.agent(), h.agent()
+    assert b.snapshot().versions.get("failover", 0) == 0
+    assert a.put_key("failover", {"leader": "pg1", "member": "pg2"}, version=0)  # create only if absent
+    assert not b.put_key("failover", {"leader": "pg1"}, version=0)
+    view = b.snapshot()
+    assert (view.failover.leader, view.failover.member, view.failover.scheduled_at) == ("pg1", "pg2", None)
+    version = view.versions["failover"]
+    assert version > 0
+    assert a.put_key("failover", {"leader": "pg1", "member": "pg3"}, version=version)
+    assert not b.put_key("failover", {}, version=version)  # it changed since b read it
+    assert not b.delete_key("failover", version=version)
+    assert b.snapshot().failover.member == "pg3"
+    assert b.delete_key("failover", version=b.snapshot().versions["failover"])
+    assert b.snapshot().failover is None and "failover" not in b.snapshot().versions
+    assert a.put_key("config", {"ttl": 7})  # no version: unconditional
+    assert b.snapshot().config == {"ttl": 7}
+    with pytest.raises(ValueError):
+        a.put_key("leader", "pg1")  # the leader key is never written whole
+
+
+def test_failover_key_formats(h: Any) -> None:
+    a = h.agent()
+    h.write_raw("failover", '{"leader":"pg1","scheduled_at":"2026-12-02T15:00:00+00:00"}')
+    view = a.snapshot()
+    assert view.failover.leader == "pg1" and view.failover.member is None
+    assert view.failover.scheduled_at == 1796223600.0
+    h.write_raw("failover", "{}")
+    assert a.snapshot().failover is None
+    h.write_raw("failover", "pg1:pg2")  # Patroni's legacy format
+    assert (a.snapshot().failover.leader, a.snapshot().failover.member) == ("pg1", "pg2")
+    h.write_raw("failover", '{"leader":"pg1","scheduled_at":"tomorrow"}')
+    assert a.snapshot().failover is None
+    assert any("scheduled_at" in w for w in a.last_warnings)
+
+
 def test_history_and_status_round_trip(h: Any) -> None:
     a, b = h.agent(), h.agent()
     history = [[1, 50331648, "no recovery target specified", "2026-01-01T00:00:00+00:00", "pg1"], [2, 83886080]]

@@ -36,6 +36,8 @@ class Executor:
         self.hba = hba
         self.timeout = call_timeout
         self.cluster: ClusterView | None = None
+        self.intents: Any = None  # agent/intents.Intents: where Answer actions go
+        self.reload: Callable[[], None] | None = None  # the agent's configuration reload
 
     def run(self, actions: tuple[A.Action, ...], cluster: ClusterView | None) -> bool:
         """True when every action succeeded."""
@@ -121,8 +123,9 @@ class Executor:
         return True
 
     def _AwaitReplicated(self, a: A.AwaitReplicated) -> bool:
-        """True once a replica has everything up to our shutdown checkpoint (see PostgresPort.replicated_at_stop)."""
-        target = self.node.replicated_at_stop()
+        """True once a replica (``a.member``, or any) has everything up to our shutdown checkpoint (see
+        PostgresPort.replicated_at_stop)."""
+        target = self.node.replicated_at_stop(a.member)
         if target is True:
             return True
         if target is None:
@@ -130,7 +133,8 @@ class Executor:
         deadline = time.monotonic() + a.timeout
         while time.monotonic() < deadline:
             view = self.dcs.snapshot(timeout=self.timeout())
-            if any(m.name != self.name and (m.xlog_location or 0) >= target for m in view.members):
+            if any(m.name != self.name and (a.member is None or m.name == a.member) and
+                   (m.xlog_location or 0) >= target for m in view.members):
                 return True
             time.sleep(0.1)
         log.warning("no replica reported the shutdown checkpoint within %.1fs", a.timeout)
@@ -157,6 +161,20 @@ class Executor:
         self.node.stop(a.mode.value)
         if a.upstream is not None:
             self.node.start(self._member(a.upstream), False, self.hba())
+
+    def _Checkpoint(self, a: A.Checkpoint) -> None:
+        self.node.checkpoint()
+
+    def _ClearFailover(self, a: A.ClearFailover) -> bool:
+        return self.dcs.delete_key("failover", version=a.version, timeout=self.timeout())
+
+    def _ReloadPostgres(self, a: A.ReloadPostgres) -> None:
+        if self.reload is not None:
+            self.reload()
+
+    def _Answer(self, a: A.Answer) -> None:
+        if self.intents is not None:
+            self.intents.answer(a.request, a.code, a.text)
 
     def _StopPostgres(self, a: A.StopPostgres) -> None:
         self.node.stop(a.mode.value)

@@ -25,11 +25,12 @@ from dataclasses import replace
 from typing import Any, Callable
 
 from pgha.agent.executor import AgentExit, Executor
+from pgha.agent.intents import Intents
 from pgha.agent.jobs import JobRunner
 from pgha.agent.member import member_data
 from pgha.core.decide import decide
 from pgha.core.dynamic import DynamicConfig
-from pgha.core.model import ClusterView, LeaseState, Observation, PgRole
+from pgha.core.model import ClusterView, LeaseState, Observation, PgRole, RequestKind
 from pgha.core.settings import Memory, Settings
 from pgha.ports import Dcs, DcsError, PostgresPort
 
@@ -63,6 +64,10 @@ class Agent:
         self.ask_peers: Callable | None = None  # agent/peers.ask_all in a real agent; None in the simulator
         self.dcs_last_seen: float | None = None
         self.holder_until: float = 0.0  # Patroni's "lock holder": the lock was seen ours less than ttl ago
+        self.intents = Intents()  # operator requests from the REST API, waiting for a decision
+        self.executor.intents = self.intents
+        self.executor.reload = self.reload
+        self.config_path: str | None = None  # the YAML file `pgha run` read; re-read on reload
 
     # --- configuration --------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -92,11 +97,33 @@ class Agent:
             return
         for error in errors:
             log.warning("DCS config: %s (keeping the default)", error)
+        reload = self.node.dynamic_parameters != dynamic.parameters and self.last_decision is not None
         self.dynamic = dynamic
         self.settings = self._settings()
         self.dcs.set_ttl(int(self.settings.ttl))
         self.node.dynamic_parameters = dynamic.parameters
         self.node.use_slots = dynamic.use_slots
+        if reload:  # PostgreSQL parameters changed in the DCS config: apply them like a reload request
+            self.intents.enqueue(RequestKind.RELOAD)
+
+    def reload(self) -> None:
+        """Re-read the YAML file (when there is one) and apply PostgreSQL's configuration (POST /reload)."""
+        if self.config_path is not None:
+            from pgha.config import ConfigError, load_config
+            try:
+                cfg, _ = load_config(self.config_path)
+            except ConfigError as e:
+                log.error("reload: %s; keeping the configuration in use", e)
+                return
+            if (cfg.postgresql.data_dir, cfg.postgresql.port) != (self.cfg.postgresql.data_dir,
+                                                                   self.cfg.postgresql.port):
+                log.warning("reload: data_dir and port changes need the agent restarted; the rest is applied")
+                cfg = replace(cfg, postgresql=replace(cfg.postgresql, data_dir=self.cfg.postgresql.data_dir,
+                                                      port=self.cfg.postgresql.port))
+            self.cfg = cfg
+            self.node.cfg, self.node.pg = cfg, cfg.postgresql
+            self.settings = self._settings()
+        self.node.reload_config(self.executor.cluster, self._hba())
 
     def _hba(self) -> tuple[str, ...] | None:
         return self.cfg.postgresql.pg_hba or self.dynamic.pg_hba or None
@@ -127,8 +154,11 @@ class Agent:
             error = str(e)
         local = replace(self.node.local_state(), job=self.jobs.current())
         self.last_local_role = local.role
+        if self.intents.due_restart() is not None:
+            self.intents.enqueue(RequestKind.RESTART)
         return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
-                           shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local))
+                           shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local),
+                           wall_now=time.time(), requests=self.intents.pending())
 
     def _ask_peers(self, cluster: ClusterView | None, local) -> tuple:
         """Fresh positions from the other members' REST APIs, only for a leader race (see agent/peers.py)."""

@@ -298,8 +298,9 @@ class ApiServer:
     first published status carries its ``patroni`` block."""
 
     def __init__(self, cfg: RestApi, source: StatusSource, *, scope: str = "", name: str = "",
-                 handler: type[Handler] = Handler) -> None:
+                 handler: type[Handler] = Handler, control: Any = None) -> None:
         self.cfg, self.source, self._handler = cfg, source, handler
+        self.control = control  # writes.Control for the write endpoints (None: read-only API)
         self._scope, self._name = scope, name
         self._server: _HttpServer | None = None
         self._thread: threading.Thread | None = None

@@ -66,18 +66,24 @@ def run(config: str) -> None:
     wd = cfg.raw.get("watchdog") or {}
     watchdog = Watchdog(cfg.watchdog_mode, wd.get("device", "/dev/watchdog"), wd.get("safety_margin", 5))
     from pgha.api import ApiServer, StatusBoard
+    from pgha.api.writes import Control, WriteHandler
+    from pgha.agent.peers import ask_all
     board = StatusBoard()
-    api = ApiServer(cfg.restapi, board, scope=cfg.scope, name=cfg.name)
+    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog,
+                  board=board)
+    agent.config_path = config
+    verify = cfg.restapi.cafile or False  # reading a peer's status; its certificate is checked when a CA is set
+    agent.ask_peers = lambda members, me: ask_all(members, me, timeout=0.5, verify=verify)
+    api_dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
+                       cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
+    control = Control(agent.intents, api_dcs, lambda: agent.settings.loop_wait,
+                      lambda members: ask_all(members, "", timeout=2.0, verify=verify))
+    api = ApiServer(cfg.restapi, board, scope=cfg.scope, name=cfg.name, handler=WriteHandler, control=control)
     try:
         api.start()
     except (OSError, ValueError) as e:
         raise CliError(f"restapi.listen {cfg.restapi.listen}: cannot serve the REST API: {e}") from None
-    agent = Agent(cfg, dcs, PostgresNode(cfg, account), fencer=Fencer(cfg.postgresql.data_dir), watchdog=watchdog,
-                  board=board)
     agent.api_scheme = api.scheme
-    from pgha.agent.peers import ask_all
-    verify = cfg.restapi.cafile or False  # reading a peer's status; its certificate is checked when a CA is set
-    agent.ask_peers = lambda members, me: ask_all(members, me, timeout=0.5, verify=verify)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     try:

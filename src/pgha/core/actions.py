@@ -126,10 +126,39 @@ class Rewind:
 
 @dataclass(frozen=True)
 class AwaitReplicated:
-    """After a clean stop of the primary: wait (at most ``timeout`` s) until a replica has received everything up
-    to the shutdown checkpoint, so the lease is handed over without losing a commit. Fails on timeout."""
+    """After a clean stop of the primary: wait (at most ``timeout`` s) until a replica (``member``, or any) has
+    received everything up to the shutdown checkpoint, so the lease is handed over without losing a commit.
+    Fails on timeout."""
 
     timeout: float
+    member: str | None = None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """CHECKPOINT on the running primary before a planned stop, so the shutdown checkpoint has little to write."""
+
+
+@dataclass(frozen=True)
+class ClearFailover:
+    """Delete the ``failover`` key if it is still the one read (``version``): the request is done or void."""
+
+    version: int
+
+
+@dataclass(frozen=True)
+class ReloadPostgres:
+    """Re-read the local configuration, rewrite PostgreSQL's configuration files and signal it to reload."""
+
+
+@dataclass(frozen=True)
+class Answer:
+    """Reply to an operator request (model.Request) with an HTTP code and Patroni's text. Last in its decision:
+    a request whose actions failed stays pending and is decided again."""
+
+    request: int
+    code: int
+    text: str
 
 
 @dataclass(frozen=True)
@@ -161,5 +190,6 @@ class Exit:
 
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
-    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated, UpdateHistory, SyncSlots, AckJob, Exit,
+    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
+    Checkpoint, ClearFailover, ReloadPostgres, Answer, UpdateHistory, SyncSlots, AckJob, Exit,
 ]

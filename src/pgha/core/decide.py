@@ -18,13 +18,14 @@ situation handler (bootstrap.py, leader.py, replica.py):
    once, when it ends.
 4. DCS unreachable: replicas keep doing what they do; nobody starts, promotes or clones.
 5. Identity: a data directory whose system id differs from the cluster's ``initialize`` key is refused.
+6. An operator request (restart, reload, reinitialize; requests.py) is carried out before the situation.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pgha.core import bootstrap, jobs, leader, replica
+from pgha.core import bootstrap, jobs, leader, replica, requests
 from pgha.core.actions import AwaitReplicated, Demote, Exit, RevokeLease, StopMode, StopPostgres
 from pgha.core.model import DataDir, JobKind, JobState, Observation, PgRole
 from pgha.core.reasons import Reason
@@ -33,7 +34,7 @@ from pgha.core.settings import Decision, Memory, Settings
 
 def decide(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     memory = _observe(obs, memory)
-    for rule in (_shutdown, _single_writer, _job_outcome, _dcs_unreachable, _identity):
+    for rule in (_shutdown, _single_writer, _job_outcome, _dcs_unreachable, _identity, requests.handle):
         decision = rule(obs, memory, settings)
         if decision is not None:
             return _remember(decision)

@@ -7,7 +7,8 @@ Rules
 3. The lock holder repairs the permanent keys others rely on: ``initialize`` holds our system id, ``config``
    exists (only the leader re-seeds a missing config), and ``history`` records the timeline switch that made it
    leader, with the reason code of the decision that promoted it.
-4. A lock holder whose PostgreSQL stopped (a crash) restarts it in place, unless primary_start_timeout is 0;
+4. A running primary holding the lock acts on a switchover or failover request (switchover.py).
+5. A lock holder whose PostgreSQL stopped (a crash) restarts it in place, unless primary_start_timeout is 0;
    jobs.py hands the lock over if the start overruns primary_start_timeout.
 """
 
@@ -17,6 +18,7 @@ from dataclasses import replace
 
 from pgha.core.actions import (Promote, RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
                                UpdateHistory, WriteConfig)
+from pgha.core import switchover
 from pgha.core.jobs import has_healthy_replica
 from pgha.core.model import Observation, PgRole
 from pgha.core.reasons import Reason
@@ -34,7 +36,11 @@ def as_lock_holder(obs: Observation, memory: Memory, settings: Settings) -> Deci
     if local.role is PgRole.REPLICA:
         promoted = replace(memory, promoted_because=Reason.LEADER_PROMOTING)
         return Decision((RefreshLeader(), Promote()), promoted, Reason.LEADER_PROMOTING)
-    return Decision((RefreshLeader(),) + upkeep(obs, memory, settings), memory, Reason.LEADER_REFRESHED)
+    upkept = upkeep(obs, memory, settings)
+    handover = switchover.as_leader(obs, memory, settings, upkept)
+    if handover is not None:
+        return handover
+    return Decision((RefreshLeader(),) + upkept, memory, Reason.LEADER_REFRESHED)
 
 
 def upkeep(obs: Observation, memory: Memory, settings: Settings) -> tuple:

@@ -81,6 +81,17 @@ class Member:
 
 
 @dataclass(frozen=True)
+class Failover:
+    """The ``failover`` key: an operator's switchover (``leader`` set) or failover (only ``member``) request.
+
+    ``scheduled_at`` is wall-clock time (Unix seconds); None means "now"."""
+
+    leader: str | None = None
+    member: str | None = None
+    scheduled_at: float | None = None
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """One consistent read of ``/<namespace>/<scope>/`` in the DCS."""
 
@@ -90,6 +101,14 @@ class ClusterView:
     config: Mapping[str, Any] | None = None
     history: tuple[tuple[Any, ...], ...] = ()
     status_optime: int | None = None
+    failover: Failover | None = None
+    failsafe: Mapping[str, Any] | None = None  # {member name: api_url}, kept by the leader in failsafe mode
+    # Backend versions of the permanent keys, for compare-and-swap writes (Dcs.put_key); 0: the key is absent.
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def paused(self) -> bool:
+        return bool((self.config or {}).get("pause"))
 
     def member(self, name: str) -> Member | None:
         for m in self.members:
@@ -141,6 +160,23 @@ class PeerStatus:
     role: str | None = None
 
 
+class RequestKind(Enum):
+    """What an operator asked this node to do through its REST API (the failover key is read from the DCS)."""
+
+    RESTART = "restart"
+    RELOAD = "reload"
+    REINITIALIZE = "reinitialize"
+
+
+@dataclass(frozen=True)
+class Request:
+    """One operator request waiting for this node's loop; answered by an ``Answer`` action (core/requests.py)."""
+
+    id: int
+    kind: RequestKind
+    force: bool = False  # reinitialize: even while PostgreSQL runs as a healthy replica
+
+
 @dataclass(frozen=True)
 class Observation:
     now: float
@@ -150,3 +186,5 @@ class Observation:
     dcs_error: str = ""
     shutdown_requested: bool = False
     peers: tuple[PeerStatus, ...] = ()
+    wall_now: float = 0.0  # Unix seconds: only for comparing with times operators wrote (scheduled_at)
+    requests: tuple[Request, ...] = ()

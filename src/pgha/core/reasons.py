@@ -63,6 +63,18 @@ class Reason(Enum):
     DIVERGED_RECLONE = ("diverged_reclone", "my WAL diverged from ({leader}) and pg_rewind is off: removing the data "
                         "directory to clone again (remove_data_directory_on_diverged_timelines)")
 
+    SWITCHOVER_DEMOTE = ("switchover_demote", "switchover to {detail}: checkpoint, clean stop, handing the lock over "
+                         "once it has the shutdown checkpoint")
+    SWITCHOVER_SCHEDULED = ("switchover_scheduled", "no action: I am ({me}), the leader; switchover scheduled {detail}")
+    SWITCHOVER_STALE = ("switchover_stale", "discarding the failover request: {detail}")
+    SWITCHOVER_NO_CANDIDATE = ("switchover_no_candidate", "switchover is not possible: {detail}; request discarded")
+    FAILOVER_TO_ME = ("failover_to_me", "no leader: I am the requested candidate, taking the lock and promoting")
+    FAILOVER_OTHER = ("failover_other", "no leader: waiting for the requested candidate {detail} to take over")
+    REQUEST_RESTART = ("request_restart", "restarting PostgreSQL as requested")
+    REQUEST_RELOAD = ("request_reload", "reloading the configuration as requested")
+    REQUEST_REINIT = ("request_reinit", "reinitializing as requested: removing the data directory to clone again")
+    REQUEST_REFUSED = ("request_refused", "refused the {detail}")
+
     def __init__(self, code: str, template: str) -> None:
         self.code = code
         self.template = template

@@ -9,7 +9,7 @@ Rules
    and is stopped and rewound; so is a replica that has not streamed for diverge_grace (it can hold WAL the
    old leader sent that the new leader never had, e.g. a nofailover replica ahead of the winner). Without
    use_pg_rewind, remove_data_directory_on_diverged_timelines makes it clone afresh instead.
-3. Without a leader: only a node allowed to fail over (not nofailover) and not behind any other running member
+3. Without a leader: a pending switchover/failover request names who races (switchover.race_gate); else only a node allowed to fail over (not nofailover) and not behind any other running member
    (election.py) races; the atomic create of the leader key settles ties. The race winner promotes in the same
    decision, after the acquire.
 4. A primary whose key vanished while its lease is still valid takes the key back (decide.py already fenced
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pgha.core import election
+from pgha.core import election, switchover
 from pgha.core.actions import (AcquireLeader, Follow, Promote, RemoveDataDir, Rewind, StartPostgres, StopMode,
                                StopPostgres)
 from pgha.core.leader import upkeep
@@ -105,7 +105,12 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     local = obs.local
     if local.running and local.role is PgRole.PRIMARY:
         return Decision((AcquireLeader(),) + upkeep(obs, memory, settings), memory, Reason.LEADER_KEY_REACQUIRE)
-    verdict = election.judge(obs, settings)
+    gate = switchover.race_gate(obs, settings)
+    if gate is not None and gate[0] == "race" and local.running:
+        won = replace(memory, promoted_because=Reason.FAILOVER_TO_ME)
+        return Decision((AcquireLeader(), Promote()) + switchover.clear_after_race(obs), won, Reason.FAILOVER_TO_ME)
+    verdict = (Reason.FAILOVER_OTHER, gate[1]) if gate is not None and gate[0] == "wait" else None
+    verdict = verdict or election.judge(obs, settings)
     if verdict is not None:
         reason, detail = verdict
         if not local.running:
@@ -116,4 +121,4 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
             return Decision((AcquireLeader(), StartPostgres(True)), memory, Reason.RACE_WON_PRIMARY)
         return Decision((StartPostgres(False, None),), memory, Reason.STARTING_REPLICA)
     won = replace(memory, promoted_because=Reason.RACE_WON)
-    return Decision((AcquireLeader(), Promote()), won, Reason.RACE_WON)
+    return Decision((AcquireLeader(), Promote()) + switchover.clear_after_race(obs), won, Reason.RACE_WON)

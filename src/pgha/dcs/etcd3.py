@@ -27,7 +27,7 @@ import requests
 
 from pgha.core.model import ClusterView
 from pgha.dcs.etcd3_client import DEFAULT_TIMEOUT, Deadline, Etcd3Client, EtcdError, b64, prefix_end, unb64
-from pgha.dcs.keys import KeyLayout, parse_cluster
+from pgha.dcs.keys import PERMANENT, KeyLayout, parse_cluster
 from pgha.ports import DcsError
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ def _absent(key: str) -> dict[str, str]:
 
 def _equals(key: str, value: str) -> dict[str, str]:
     return {"key": b64(key), "target": "VALUE", "value": b64(value)}
+
+
+def _version(key: str, version: int) -> dict[str, str]:
+    return {"key": b64(key), "target": "MOD", "mod_revision": str(version)}
 
 
 def _put(key: str, value: str, lease: str | None = None) -> dict[str, str]:
@@ -222,7 +226,8 @@ class Etcd3Dcs:
             if kv is None or raw[self.keys.member(self._written[0])] != self._written[1] \
                     or kv.get("lease") != self._written[2]:
                 self._written = None
-        view, warnings = parse_cluster(raw, prefix)
+        versions = {key: int(kv.get("mod_revision") or 0) for key, kv in kvs.items()}
+        view, warnings = parse_cluster(raw, prefix, versions)
         for warning in set(warnings) - set(self.last_warnings):
             log.warning("%s", warning)
         self.last_warnings = warnings
@@ -315,6 +320,21 @@ class Etcd3Dcs:
 
     def set_config(self, config: Mapping[str, Any], timeout: float | None = None) -> bool:
         return self._create(self.keys.config, _compact(dict(config)), timeout)
+
+    def put_key(self, key: str, value: Any, version: int | None = None, timeout: float | None = None) -> bool:
+        full, d = self._permanent(key), self.client.deadline(timeout)
+        compare = [] if version is None else [_version(full, version)]
+        return self._txn(compare, [{"request_put": _put(full, _compact(value))}], d)
+
+    def delete_key(self, key: str, version: int | None = None, timeout: float | None = None) -> bool:
+        full, d = self._permanent(key), self.client.deadline(timeout)
+        compare = [] if version is None else [_version(full, version)]
+        return self._txn(compare, [{"request_delete_range": {"key": b64(full)}}], d)
+
+    def _permanent(self, key: str) -> str:
+        if key not in PERMANENT:
+            raise ValueError(f"not a permanent key pgha writes whole: {key!r}")
+        return self.keys.key(key)
 
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None:
         self._set(self.keys.history, _compact(history), timeout)

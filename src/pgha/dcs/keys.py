@@ -17,12 +17,15 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Mapping
 from urllib.parse import urlparse, urlunparse
 
-from pgha.core.model import ClusterView, Member
+from pgha.core.model import ClusterView, Failover, Member
 
 MEMBERS = "members/"
+# Permanent keys written whole by compare-and-swap (Dcs.put_key, Dcs.delete_key).
+PERMANENT = ("config", "failover", "failsafe", "sync")
 
 
 def cluster_prefix(namespace: str, scope: str) -> str:
@@ -159,13 +162,59 @@ def parse_optime(status: str | None, legacy: str | None, key: str) -> tuple[int 
     return None, []
 
 
-def parse_cluster(kvs: Mapping[str, str], prefix: str = "") -> tuple[ClusterView, list[str]]:
+def parse_time(value: Any) -> float | None:
+    """An ISO 8601 time with its zone (Patroni's scheduled_at) -> Unix seconds; None when unreadable or naive."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace(" ", "T", 1))
+    except ValueError:
+        return None
+    return moment.timestamp() if moment.tzinfo is not None else None
+
+
+def parse_failover(value: str, key: str) -> tuple[Failover | None, list[str]]:
+    """``{"leader", "member", "scheduled_at"}`` (any subset; ``{}`` or empty: no request), or legacy ``old:cand``."""
+    ok, data = _json(value)
+    if not ok:
+        if value.count(":") == 1:
+            leader, member = (part.strip() or None for part in value.split(":"))
+            return (Failover(leader, member) if leader or member else None), []
+        return None, [f"{key}: failover is neither JSON nor leader:member (ignored)"] if value.strip() else []
+    if not isinstance(data, dict):
+        return None, [f"{key}: failover is not a JSON object (ignored)"]
+    leader, member = _str(data.get("leader")) or None, _str(data.get("member")) or None
+    scheduled = None
+    if data.get("scheduled_at"):
+        scheduled = parse_time(data["scheduled_at"])
+        if scheduled is None:
+            return None, [f"{key}: scheduled_at is not an ISO 8601 time with a zone: {data['scheduled_at']!r} "
+                          "(request ignored)"]
+    if not leader and not member:
+        return None, []
+    return Failover(leader, member, scheduled), []
+
+
+def parse_failsafe(value: str, key: str) -> tuple[Mapping[str, Any] | None, list[str]]:
+    ok, data = _json(value)
+    if not ok or not isinstance(data, dict):
+        return None, [f"{key}: failsafe is not a JSON object (ignored)"]
+    return {k: v for k, v in data.items() if isinstance(v, str)}, []
+
+
+def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
+                  versions: Mapping[str, int] | None = None) -> tuple[ClusterView, list[str]]:
     """Raw key -> value map of one cluster prefix -> (ClusterView, warnings).
 
     Keys are relative to the prefix ("leader", "members/pg1"); when ``prefix`` is given, keys starting with it
-    are made relative first (so the full paths a backend read may be passed as they are).
+    are made relative first (so the full paths a backend read may be passed as they are). ``versions`` are the
+    backend's versions of the keys (same naming), kept for the permanent keys compare-and-swap writes use.
     """
-    rel = {(k[len(prefix):] if prefix and k.startswith(prefix) else k): v for k, v in kvs.items()}
+    def relative(k: str) -> str:
+        return k[len(prefix):] if prefix and k.startswith(prefix) else k
+
+    rel = {relative(k): v for k, v in kvs.items()}
+    kept = {relative(k): v for k, v in (versions or {}).items() if relative(k) in PERMANENT}
     warnings: list[str] = []
     members = []
     for key in sorted(k for k in rel if k.startswith(MEMBERS)):
@@ -186,6 +235,14 @@ def parse_cluster(kvs: Mapping[str, str], prefix: str = "") -> tuple[ClusterView
         warnings += w
     optime, w = parse_optime(rel.get("status"), rel.get("optime/leader"), prefix + "status")
     warnings += w
+    failover, failsafe = None, None
+    if "failover" in rel:
+        failover, w = parse_failover(rel["failover"], prefix + "failover")
+        warnings += w
+    if "failsafe" in rel:
+        failsafe, w = parse_failsafe(rel["failsafe"], prefix + "failsafe")
+        warnings += w
     view = ClusterView(leader=rel.get("leader"), members=tuple(members), initialize=rel.get("initialize"),
-                       config=config, history=history, status_optime=optime)
+                       config=config, history=history, status_optime=optime, failover=failover,
+                       failsafe=failsafe, versions=kept)
     return view, warnings

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pgha.core.model import ClusterView
-from pgha.dcs.keys import KeyLayout, parse_cluster
+from pgha.dcs.keys import PERMANENT, KeyLayout, parse_cluster
 from pgha.ports import DcsError
 
 _agent_ids = itertools.count(1)
@@ -166,8 +166,10 @@ class MemoryDcs:
 
     def snapshot(self, timeout: float | None = None) -> ClusterView:
         self._enter()
-        raw = {k: e.value for k, e in self.store.range(self.keys.prefix).items()}
-        view, self.last_warnings = parse_cluster(raw, self.keys.prefix)
+        entries = self.store.range(self.keys.prefix)
+        raw = {k: e.value for k, e in entries.items()}
+        versions = {k: e.mod_rev for k, e in entries.items()}
+        view, self.last_warnings = parse_cluster(raw, self.keys.prefix, versions)
         return view
 
     def renew_lease(self, timeout: float | None = None) -> float:
@@ -242,6 +244,30 @@ class MemoryDcs:
     def set_config(self, config: Mapping[str, Any], timeout: float | None = None) -> bool:
         self._enter()
         return self.store.create(self.keys.config, json.dumps(dict(config), separators=(",", ":")))
+
+    def put_key(self, key: str, value: Any, version: int | None = None, timeout: float | None = None) -> bool:
+        full = self._permanent(key)
+        if version is not None and self._version(full) != version:
+            return False
+        self.store.put(full, json.dumps(value, separators=(",", ":")))
+        return True
+
+    def delete_key(self, key: str, version: int | None = None, timeout: float | None = None) -> bool:
+        full = self._permanent(key)
+        if version is not None and self._version(full) != version:
+            return False
+        self.store.delete(full)
+        return True
+
+    def _permanent(self, key: str) -> str:
+        if key not in PERMANENT:
+            raise ValueError(f"not a permanent key pgha writes whole: {key!r}")
+        self._enter()
+        return self.keys.key(key)
+
+    def _version(self, full: str) -> int:
+        entry = self.store.get(full)
+        return entry.mod_rev if entry is not None else 0
 
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None:
         self._enter()

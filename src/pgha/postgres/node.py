@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import psycopg
 from psycopg import sql
 
-from pgha.core.model import LocalState, Member
+from pgha.core.model import ClusterView, LocalState, Member, PgRole
 from pgha.fsutil import read_text, write_atomic
 from pgha.osuser import Account
 from pgha.postgres import conf
@@ -148,23 +148,25 @@ class PostgresNode:
     def stop(self, mode: str) -> None:
         with self._lifecycle:  # a start in progress (a background job) finishes first, then is stopped
             self.stop_epoch += 1
-            self._streaming_at_stop = self._streaming_replicas() if mode == "fast" else 0
+            self._streaming_at_stop = self._streaming_replicas() if mode == "fast" else frozenset()
             self.probe.close()
             if self.commands.postmaster_pid() is not None:
                 self.commands.stop(mode, self.pg.pg_ctl_timeout)
 
-    def _streaming_replicas(self) -> int:
+    def _streaming_replicas(self) -> frozenset[str]:
+        """application_name of every streaming replica (pgha sets it to the member name)."""
         try:
-            rows = self.probe.query("SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
-            return int(rows[0][0])
+            rows = self.probe.query("SELECT application_name FROM pg_stat_replication WHERE state = 'streaming'")
+            return frozenset(str(row[0]) for row in rows)
         except Exception:
-            return 0
+            return frozenset()
 
-    def replicated_at_stop(self) -> bool | int | None:
+    def replicated_at_stop(self, member: str | None = None) -> bool | int | None:
         """A clean (fast) shutdown makes each streaming walsender send everything up to the shutdown checkpoint
-        and wait for the standby to confirm it before PostgreSQL exits; so one streaming replica at stop time
-        means it has it all. Otherwise: the checkpoint LSN, for the caller to wait on."""
-        if getattr(self, "_streaming_at_stop", 0) > 0:
+        and wait for the standby to confirm it before PostgreSQL exits; so a replica (``member``, or any) that
+        streamed at stop time has it all. Otherwise: the checkpoint LSN, for the caller to wait on."""
+        streamed = getattr(self, "_streaming_at_stop", frozenset())
+        if (member in streamed) if member is not None else bool(streamed):
             return True
         data = self.commands.controldata()
         return lsn_to_int(data.get("Latest checkpoint location", "")) if data else None
@@ -180,6 +182,17 @@ class PostgresNode:
     def follow(self, upstream: Member | None) -> None:
         """Repoint a running replica; primary_conninfo is reloadable since PostgreSQL 13."""
         self.configure(upstream, True, None)
+        self.commands.reload()
+
+    def reload_config(self, cluster: ClusterView | None, hba: tuple[str, ...] | None) -> None:
+        """Rewrite postgresql.conf (and pg_hba.conf) from the configuration in use, keeping the upstream, and
+        signal a running PostgreSQL to reload; a stopped one reads them at its next start."""
+        state = self.probe.local_state(self.upstream())
+        if not state.running:
+            return
+        name = self.upstream()
+        upstream = cluster.member(name) if cluster is not None and name else None
+        self.configure(upstream, state.role is PgRole.REPLICA, hba, signal=False)
         self.commands.reload()
 
     def remove_data_dir(self) -> None:

@@ -45,8 +45,8 @@ class PgNet(Protocol):
 
     def on_pg(self, pg: "FakePostgres", event: str, at: float, detail: str = "") -> None: ...
 
-    def flush_replicas(self, pg: "FakePostgres") -> bool:
-        """Send everything to the replicas streaming from ``pg``; True when there was at least one."""
+    def flush_replicas(self, pg: "FakePostgres") -> frozenset[str]:
+        """Send everything to the replicas streaming from ``pg``; the names of those replicas."""
 
 
 @dataclass
@@ -79,7 +79,7 @@ class FakePostgres:
         self.dynamic_parameters: Mapping[str, Any] = {}
         self.use_slots = True
         self.slots: tuple[str, ...] = ()
-        self._streamed_at_stop = False
+        self._streamed_at_stop: frozenset[str] = frozenset()
 
     # --- what the world reads ---------------------------------------------------------------------------
     @property
@@ -188,6 +188,9 @@ class FakePostgres:
         self._set_follow(upstream)
         self.net.on_pg(self, "follow", self.local_now(), f"upstream={self.following or '-'}")
 
+    def reload_config(self, cluster: Any, hba: Any) -> None:
+        """Nothing to re-read: the fake server has no configuration files."""
+
     def remove_data_dir(self) -> None:
         if self.running:
             raise CommandError("refusing to remove the data directory of a running server")
@@ -241,11 +244,12 @@ class FakePostgres:
         self.data.last_role = PgRole.REPLICA
         self.data.clean = True
 
-    def replicated_at_stop(self) -> bool | int | None:
-        """True when a replica was streaming at the last fast stop as primary (it then got everything, see
-        ``_halt``), else None. Never an LSN: the executor would then poll the DCS with real sleeps, and in this
-        model no replica can receive WAL from a stopped server anyway."""
-        return True if self._streamed_at_stop else None
+    def replicated_at_stop(self, member: str | None = None) -> bool | int | None:
+        """True when a replica (``member``, or any) was streaming at the last fast stop as primary (it then got
+        everything, see ``_halt``), else None. Never an LSN: the executor would then poll the DCS with real
+        sleeps, and in this model no replica can receive WAL from a stopped server anyway."""
+        sent = self._streamed_at_stop
+        return True if (member in sent if member is not None else bool(sent)) else None
 
     def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
         known = {int(e[0]) for e in existing if e and str(e[0]).isdigit()}
@@ -298,7 +302,7 @@ class FakePostgres:
             if was is PgRole.PRIMARY and deadline is not None and self.now() <= deadline < at:
                 # the watchdog fired while the agent still waited on the DCS
                 at, event, detail = deadline, "fence", "by=watchdog"
-        self._streamed_at_stop = False
+        self._streamed_at_stop = frozenset()
         if mode == "fast" and was is PgRole.PRIMARY:
             self._append(RECORD)  # shutdown checkpoint, sent to every streaming replica before exit
             self._streamed_at_stop = self.net.flush_replicas(self)

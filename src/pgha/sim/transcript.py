@@ -46,6 +46,8 @@ def action(a: Any) -> str:
     if not dataclasses.is_dataclass(a):
         return name
     args = [_arg(getattr(a, f.name)) for f in dataclasses.fields(a)]
+    while args and args[-1] == "-" and len(args) > 1:  # optional fields left at None (e.g. AwaitReplicated.member)
+        args.pop()
     return f"{name}({','.join(args)})" if args else name
 
 

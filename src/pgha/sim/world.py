@@ -126,13 +126,13 @@ class World:
     def new_system_id(self) -> str:
         return str(self.rng.randrange(7_000_000_000_000_000_000, 7_400_000_000_000_000_000))
 
-    def flush_replicas(self, pg: FakePostgres) -> bool:
-        sent = False
+    def flush_replicas(self, pg: FakePostgres) -> frozenset[str]:
+        sent = set()
         for node in self.nodes.values():
             if node.pg.upstream() is pg and node.pg.streaming():
                 node.pg.pull()
-                sent = True
-        return sent
+                sent.add(node.name)
+        return frozenset(sent)
 
     def on_pg(self, pg: FakePostgres, event: str, at: float, detail: str = "") -> None:
         node = self.nodes[pg.name]
