@@ -154,3 +154,31 @@ def test_requests_never_bypass_the_single_writer_rule() -> None:
     view = cluster(leader="n2", members=[member("n2", lsn=500)])
     actions, reason = run(view, PRIMARY, requests=req(RequestKind.RESTART))
     assert reason is Reason.LOCK_LOST_DEMOTE  # fenced first; the request waits for a later tick
+
+
+# --- failsafe mode --------------------------------------------------------------------------------------------
+
+FAILSAFE = replace(SETTINGS, failsafe_mode=True)
+
+
+def test_failsafe_heartbeat_within_ttl_keeps_replicas_from_racing() -> None:
+    view = cluster(members=[member("n2", lsn=50)])
+    ahead = replace(REPLICA, wal_position=500)
+    heard = decide(obs(view, ahead, failsafe_heard=995.0), Memory(), FAILSAFE)  # now is 1000, ttl 10
+    assert (heard.actions, heard.reason) == ((), Reason.FAILSAFE_LEADER_ALIVE)
+    stale = decide(obs(view, ahead, failsafe_heard=985.0), Memory(), FAILSAFE)
+    assert stale.reason is Reason.RACE_WON
+    off = decide(obs(view, ahead, failsafe_heard=995.0), Memory(), SETTINGS)  # failsafe_mode off: ignored
+    assert off.reason is Reason.RACE_WON
+
+
+def test_leader_keeps_the_failsafe_key_listing_every_member() -> None:
+    members = [replace(member("n2"), api_url="http://127.0.0.1:8002/patroni"),
+               replace(member(ME), api_url="http://127.0.0.1:8001/patroni")]
+    decision = decide(obs(cluster(leader=ME, members=members), PRIMARY), Memory(), FAILSAFE)
+    expected = A.WriteFailsafe((("n1", "http://127.0.0.1:8001/patroni"), ("n2", "http://127.0.0.1:8002/patroni")))
+    assert expected in decision.actions
+    written = cluster(leader=ME, members=members, failsafe=dict(expected.members))
+    assert not any(isinstance(a, A.WriteFailsafe) for a in decide(obs(written, PRIMARY), Memory(), FAILSAFE).actions)
+    turned_off = decide(obs(written, PRIMARY), Memory(), SETTINGS)
+    assert A.WriteFailsafe(None) in turned_off.actions

@@ -168,6 +168,12 @@ class Executor:
     def _ClearFailover(self, a: A.ClearFailover) -> bool:
         return self.dcs.delete_key("failover", version=a.version, timeout=self.timeout())
 
+    def _WriteFailsafe(self, a: A.WriteFailsafe) -> None:
+        if a.members is None:
+            self.dcs.delete_key("failsafe", timeout=self.timeout())
+        else:
+            self.dcs.put_key("failsafe", dict(a.members), timeout=self.timeout())
+
     def _ReloadPostgres(self, a: A.ReloadPostgres) -> None:
         if self.reload is not None:
             self.reload()

@@ -39,6 +39,7 @@ class Intents:
         self._ids = itertools.count(1)
         self._slots: dict[int, _Slot] = {}
         self.scheduled_restart: dict[str, Any] | None = None  # {"schedule": iso, "at": unix, + conditions}
+        self.failsafe_heard: float | None = None  # monotonic time of the last POST /failsafe this node accepted
 
     def submit(self, kind: RequestKind, *, force: bool = False, wait: float = 30.0) -> tuple[int, str]:
         """Queue a request and wait up to ``wait`` s for the loop's answer: (HTTP code, text)."""

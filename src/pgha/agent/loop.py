@@ -68,6 +68,10 @@ class Agent:
         self.executor.intents = self.intents
         self.executor.reload = self.reload
         self.config_path: str | None = None  # the YAML file `pgha run` read; re-read on reload
+        self.confirm_failsafe: Callable | None = None  # agent/failsafe.confirm bound to our API's auth; None: off
+        self.failsafe_members: dict[str, str] | None = None  # the failsafe key, as last read from the DCS
+        self.failsafe_active = False
+        self.last_cluster: ClusterView | None = None
 
     # --- configuration --------------------------------------------------------------------------------
     def _settings(self) -> Settings:
@@ -87,6 +91,7 @@ class Agent:
                         remove_data_directory_on_rewind_failure=pg.remove_data_directory_on_rewind_failure,
                         remove_data_directory_on_diverged_timelines=pg.remove_data_directory_on_diverged_timelines,
                         primary_start_timeout=self.dynamic.primary_start_timeout,
+                        failsafe_mode=self.dynamic.failsafe_mode,
                         fence_margin=min(2.0, ttl * 0.25))
 
     def _apply_dynamic(self, cluster: ClusterView | None) -> None:
@@ -154,11 +159,32 @@ class Agent:
             error = str(e)
         local = replace(self.node.local_state(), job=self.jobs.current())
         self.last_local_role = local.role
+        self._failsafe(cluster, local)
         if self.intents.due_restart() is not None:
             self.intents.enqueue(RequestKind.RESTART)
         return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
                            shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local),
-                           wall_now=time.time(), requests=self.intents.pending())
+                           wall_now=time.time(), requests=self.intents.pending(),
+                           failsafe_heard=self.intents.failsafe_heard)
+
+    def _failsafe(self, cluster: ClusterView | None, local) -> None:
+        """Failsafe mode (agent/failsafe.py): a running primary that cannot show the lock in the DCS counts a
+        round every member confirmed as a lease renewal sent when the round began."""
+        if cluster is not None:
+            self.failsafe_members = dict(cluster.failsafe) if cluster.failsafe is not None else None
+        if (not self.settings.failsafe_mode or self.confirm_failsafe is None or local.role is not PgRole.PRIMARY
+                or self.failsafe_members is None or (cluster is not None and cluster.leader is not None)):
+            self.failsafe_active = False
+            return
+        sent = self.clock()
+        # The round may take what is left before the fence point (the fencer ends it there anyway).
+        left = (self.lease.valid_until or 0.0) - self.settings.fence_margin - sent
+        timeout = min(self.settings.ttl / 2, left) if left > 0.3 else self.settings.retry_timeout
+        self.failsafe_active = self.confirm_failsafe(self.failsafe_members, self.cfg.name, timeout)
+        if self.failsafe_active:
+            self.lease = LeaseState(valid_until=max(self.lease.valid_until or 0.0, sent + self.settings.ttl))
+            self.holder_until = sent + self.settings.ttl
+            log.info("failsafe: every member confirmed; serving on for %.0fs", self.settings.ttl)
 
     def _ask_peers(self, cluster: ClusterView | None, local) -> tuple:
         """Fresh positions from the other members' REST APIs, only for a leader race (see agent/peers.py)."""
@@ -177,6 +203,9 @@ class Agent:
         self._arm_fencer(obs, decision)  # before acting: a promotion or primary start is guarded from its start
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
+        for action in decision.actions:  # what we wrote counts before our next read shows it
+            if type(action).__name__ == "WriteFailsafe" and done:
+                self.failsafe_members = dict(action.members) if action.members is not None else None
         publish = obs.cluster is not None and not obs.shutdown_requested
         if publish or self.board is not None:
             after = replace(self.node.local_state(), job=self.jobs.current())  # one look after acting
@@ -196,7 +225,9 @@ class Agent:
         lock_holder = obs.now < self.holder_until and (self.lease.valid_until or 0) > obs.now
         status = api_status(self.cfg, self.settings, local, self.node.api_extras(), obs.cluster, lock_holder,
                             self.dcs_last_seen, time.time())
-        self.board.publish(status, obs.cluster)
+        if obs.cluster is not None:
+            self.last_cluster = obs.cluster
+        self.board.publish(status, self.last_cluster)  # the last snapshot read, even while the DCS is away
 
     def _arm_fencer(self, obs: Observation, decision) -> None:
         """While this node is (or is becoming) a writer, the fencer stops PostgreSQL at the same instant this

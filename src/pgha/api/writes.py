@@ -197,6 +197,39 @@ class WriteHandler(Handler):
         code, text = self.control.intents.submit(RequestKind.REINITIALIZE, force=bool(body.get("force")))
         self.write_response(code, text)
 
+    # --- failsafe mode (agent/failsafe.py) ----------------------------------------------------------------------
+
+    def _failsafe_mode(self) -> bool:
+        view = self.server.api.source.cluster()
+        return bool(view is not None and view.config and view.config.get("failsafe_mode") is True)
+
+    def do_POST_failsafe(self) -> None:
+        """The primary's failsafe round: a replica accepts (and does not race for ttl); a primary refuses."""
+        if not self.check_access(check_members=False):  # Patroni: the member allowlist is not applied here
+            return
+        if not self._failsafe_mode():
+            self.send_error(502)
+            return
+        body = self.read_json()
+        if body is None:
+            return
+        status = self.status()
+        if status.get("role") == "primary":
+            self.write_response(500, "Running as a leader")
+            return
+        self.control.intents.failsafe_heard = time.monotonic()
+        xlog = status.get("xlog") or {}
+        lsn = max([v for v in (xlog.get("received_location"), xlog.get("replayed_location")) if isinstance(v, int)],
+                  default=0)
+        self.write_response(200, "Accepted", headers={"lsn": str(lsn)})
+
+    def do_GET_failsafe(self) -> None:
+        view = self.server.api.source.cluster()
+        if view is None or view.failsafe is None or not self._failsafe_mode():
+            self.send_error(502)
+        else:
+            self.write_json(200, dict(view.failsafe))
+
     # --- dynamic configuration ---------------------------------------------------------------------------------
 
     @requires_access

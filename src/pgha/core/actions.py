@@ -147,6 +147,13 @@ class ClearFailover:
 
 
 @dataclass(frozen=True)
+class WriteFailsafe:
+    """Leader only: the ``failsafe`` key lists these (member, api_url) pairs; None deletes it."""
+
+    members: tuple[tuple[str, str], ...] | None
+
+
+@dataclass(frozen=True)
 class ReloadPostgres:
     """Re-read the local configuration, rewrite PostgreSQL's configuration files and signal it to reload."""
 
@@ -191,5 +198,5 @@ class Exit:
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
     Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
-    Checkpoint, ClearFailover, ReloadPostgres, Answer, UpdateHistory, SyncSlots, AckJob, Exit,
+    Checkpoint, ClearFailover, WriteFailsafe, ReloadPostgres, Answer, UpdateHistory, SyncSlots, AckJob, Exit,
 ]

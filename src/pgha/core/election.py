@@ -1,7 +1,8 @@
 """Who may take the leader lock when nobody holds it.
 
 A node is eligible unless one of these holds (checked in this order; the first that holds is the verdict):
-1. it is tagged nofailover (or failover_priority <= 0);
+1. it is tagged nofailover (or failover_priority <= 0); or, in failsafe mode, the primary's POST /failsafe
+   reached it less than ttl ago (the primary counts that round as a lease renewal: agent/failsafe.py);
 2. its WAL position is unknown;
 3. it is on a timeline older than the newest one the ``history`` key records (a leader already wrote on
    that timeline: taking over from an older one would discard its acknowledged writes), or it is behind the
@@ -29,6 +30,9 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     assert cluster is not None
     if settings.nofailover:
         return Reason.RACE_NOT_ALLOWED, "tagged nofailover"
+    heard = obs.failsafe_heard
+    if settings.failsafe_mode and heard is not None and obs.now - heard < settings.ttl:
+        return Reason.FAILSAFE_LEADER_ALIVE, f"{obs.now - heard:.1f}s ago"
     mine = obs.local.wal_position
     if mine is None:
         return Reason.RACE_BEHIND, "my WAL position is unknown"

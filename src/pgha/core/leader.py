@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgha.core.actions import (Promote, RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
-                               UpdateHistory, WriteConfig)
+                               UpdateHistory, WriteConfig, WriteFailsafe)
 from pgha.core import switchover
 from pgha.core.jobs import has_healthy_replica
 from pgha.core.model import Observation, PgRole
@@ -56,10 +56,21 @@ def upkeep(obs: Observation, memory: Memory, settings: Settings) -> tuple:
     if timeline and timeline > 1 and not any(_entry_timeline(e) == timeline - 1 for e in cluster.history):
         reason = memory.promoted_because.code if memory.promoted_because else "promoted"
         actions.append(UpdateHistory(reason))
+    failsafe = _failsafe_members(obs, settings)
+    if failsafe != (tuple(sorted(cluster.failsafe.items())) if cluster.failsafe is not None else None):
+        actions.append(WriteFailsafe(failsafe))
     if settings.use_slots:
         others = tuple(sorted(m.name for m in cluster.members if m.name != settings.name))
         actions.append(SyncSlots(others))
     return tuple(actions)
+
+
+def _failsafe_members(obs: Observation, settings: Settings) -> tuple[tuple[str, str], ...] | None:
+    """Who must answer the primary's POST /failsafe while the DCS is gone: every member with a REST API."""
+    if not settings.failsafe_mode:
+        return None
+    assert obs.cluster is not None
+    return tuple(sorted((m.name, m.api_url) for m in obs.cluster.members if m.api_url))
 
 
 def _entry_timeline(entry: tuple) -> int | None:

@@ -188,3 +188,4 @@ class Observation:
     peers: tuple[PeerStatus, ...] = ()
     wall_now: float = 0.0  # Unix seconds: only for comparing with times operators wrote (scheduled_at)
     requests: tuple[Request, ...] = ()
+    failsafe_heard: float | None = None  # when (monotonic) this node last accepted a primary's POST /failsafe

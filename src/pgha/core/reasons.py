@@ -70,6 +70,8 @@ class Reason(Enum):
     SWITCHOVER_NO_CANDIDATE = ("switchover_no_candidate", "switchover is not possible: {detail}; request discarded")
     FAILOVER_TO_ME = ("failover_to_me", "no leader: I am the requested candidate, taking the lock and promoting")
     FAILOVER_OTHER = ("failover_other", "no leader: waiting for the requested candidate {detail} to take over")
+    FAILSAFE_LEADER_ALIVE = ("failsafe_leader_alive", "no leader key, but the primary's failsafe call reached me "
+                             "{detail}: it still serves, not racing")
     REQUEST_RESTART = ("request_restart", "restarting PostgreSQL as requested")
     REQUEST_RELOAD = ("request_reload", "reloading the configuration as requested")
     REQUEST_REINIT = ("request_reinit", "reinitializing as requested: removing the data directory to clone again")

@@ -36,6 +36,9 @@ class Settings:
     # A primary stops accepting writes once its lease has less than this left: the time a fence (immediate
     # stop) needs to complete, plus the slack for a late tick. See docs/safety.md.
     fence_margin: float = 2.0
+    # Patroni's failsafe_mode: with the DCS unreachable the primary keeps its role while every member accepts
+    # its POST /failsafe (agent/failsafe.py); a replica that accepted one within ttl does not race.
+    failsafe_mode: bool = False
 
 
 @dataclass(frozen=True)
