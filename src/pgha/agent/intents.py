@@ -23,6 +23,7 @@ from typing import Any
 from pgha.core.model import Request, RequestKind
 
 MAX_PENDING = 8
+MAX_WAIT = 3600.0  # no handler waits longer than this for the loop, whatever it asked for
 
 
 @dataclass
@@ -48,16 +49,21 @@ class Intents:
                 return 503, f"too many requests waiting for this node's loop; {kind.value} refused"
             slot = _Slot(Request(next(self._ids), kind, force), threading.Event())
             self._slots[slot.request.id] = slot
-        slot.done.wait(wait)
-        with self._lock:
-            self._slots.pop(slot.request.id, None)
-            if slot.answer is None:
-                return 503, f"{kind.value} status unknown after {wait:.0f} seconds"
-            return slot.answer
+        try:
+            slot.done.wait(max(0.0, min(wait, MAX_WAIT)))
+        finally:
+            with self._lock:
+                self._slots.pop(slot.request.id, None)
+        if slot.answer is None:
+            return 503, f"{kind.value} status unknown after {wait:.0f} seconds"
+        return slot.answer
 
     def enqueue(self, kind: RequestKind) -> None:
-        """A request nobody waits for (a scheduled restart now due): dropped once answered."""
+        """A request nobody waits for (a reload, a scheduled restart now due): dropped once answered. One of a
+        kind waits at a time: a second reload asked before the first ran adds nothing."""
         with self._lock:
+            if any(s.orphan and s.request.kind is kind and s.answer is None for s in self._slots.values()):
+                return
             slot = _Slot(Request(next(self._ids), kind), threading.Event())
             slot.orphan = True
             self._slots[slot.request.id] = slot

@@ -50,7 +50,10 @@ def _strtol(text: str) -> tuple[int | None, str]:
     for regex, base in ((_HEX, 16), (_OCT, 8), (_DEC, 10)):
         match = regex.match(text)
         if match:
-            return int(text[:match.end()], base), text[match.end():]
+            try:
+                return int(text[:match.end()], base), text[match.end():]
+            except ValueError:  # more decimal digits than int() reads (sys.get_int_max_str_digits()): unreadable
+                return None, text
     return None, text
 
 

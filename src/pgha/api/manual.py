@@ -110,6 +110,7 @@ def result(view: ClusterView, old_leader: str | None, candidate: str | None, act
     return None
 
 
+MAX_RESTART_TIMEOUT = 3600.0  # a restart waited on for longer than an hour is a typo, not a plan
 RESTART_KEYS = ("schedule", "role", "postgres_version", "timeout", "restart_pending")
 
 
@@ -135,7 +136,7 @@ def restart_request(body: Mapping[str, Any], paused: bool, now: float) -> tuple[
             out["postgres_version"] = version
         elif key == "timeout":
             seconds = _seconds(value)
-            if seconds is None or seconds <= 0:
+            if seconds is None or not 0 < seconds <= MAX_RESTART_TIMEOUT:
                 return (400, "Timeout should be a positive number of seconds"), {}
             out["timeout"] = seconds
         elif key == "restart_pending":
@@ -161,7 +162,7 @@ def version_number(value: Any) -> int | None:
     if not isinstance(value, str):
         return None
     parts = value.strip().split(".")
-    if not all(p.isdigit() for p in parts) or not 2 <= len(parts) <= 3:
+    if not all(p.isascii() and p.isdigit() and len(p) <= 4 for p in parts) or not 2 <= len(parts) <= 3:
         return None
     numbers = [int(p) for p in parts]
     if numbers[0] >= 10 and len(numbers) == 2:
@@ -174,14 +175,13 @@ def version_number(value: Any) -> int | None:
 def _seconds(value: Any) -> float | None:
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        text = value.strip().lower().removesuffix("s").strip()
-        try:
-            return float(text)
-        except ValueError:
-            return None
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            return float(value.strip().lower().removesuffix("s").strip())
+    except (ValueError, OverflowError):
+        return None
     return None
 
 
