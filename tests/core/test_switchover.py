@@ -16,8 +16,13 @@ from tests.core.test_decide import (EMPTY, ME, PRIMARY, REPLICA, SETTINGS, STOPP
 NOW = 1_800_000_000.0  # wall clock of these observations
 
 
+def streaming(m):
+    return replace(m, data={"replication_state": "streaming"}) if m.state == "running" and not m.data else m
+
+
 def leader_view(failover: Failover | None, members=None, version: int = 7):
     members = members if members is not None else [member("n2", lsn=500), member("n3", lsn=400)]
+    members = [streaming(m) for m in members]
     return cluster(leader=ME, members=members, failover=failover, versions={"failover": version} if failover else {})
 
 
@@ -56,6 +61,9 @@ LEADER_CASES = [
      (A.RefreshLeader(), A.ClearFailover(7)), Reason.SWITCHOVER_NO_CANDIDATE),
     ("switchover: candidate lagging past maximum_lag_on_failover refused", Failover(ME, "n2"),
      [member("n2", lsn=500 - 2 * 1048576)], (A.RefreshLeader(), A.ClearFailover(7)), Reason.SWITCHOVER_NO_CANDIDATE),
+    ("named candidate not streaming from me: refused", Failover(ME, "n2"),
+     [replace(member("n2", lsn=500), data={"replication_state": "in archive recovery"})],
+     (A.RefreshLeader(), A.ClearFailover(7)), Reason.SWITCHOVER_NO_CANDIDATE),
     ("no request: refresh only", None, None, (A.RefreshLeader(),), Reason.LEADER_REFRESHED),
 ]
 
@@ -182,3 +190,48 @@ def test_leader_keeps_the_failsafe_key_listing_every_member() -> None:
     assert not any(isinstance(a, A.WriteFailsafe) for a in decide(obs(written, PRIMARY), Memory(), FAILSAFE).actions)
     turned_off = decide(obs(written, PRIMARY), Memory(), SETTINGS)
     assert A.WriteFailsafe(None) in turned_off.actions
+
+
+def test_switchover_candidate_too_far_behind_after_the_leader_died_does_not_race() -> None:
+    view = replace(no_leader_view(Failover("n9", ME)), status_optime=10 * 1048576)
+    behind = replace(REPLICA, wal_position=100)
+    actions, reason = run(view, behind)
+    assert reason is Reason.RACE_TOO_FAR_BEHIND and not actions
+    ahead = replace(REPLICA, wal_position=10 * 1048576)
+    assert run(view, ahead)[1] is Reason.FAILOVER_TO_ME
+
+
+def test_a_stopped_lock_holder_with_a_pending_request_abandons_it_and_restarts() -> None:
+    actions, reason = run(leader_view(Failover(ME, "n2")), STOPPED_PRIMARY)
+    assert (actions, reason) == ((A.RefreshLeader(), A.ClearFailover(7), A.StartPostgres(True)),
+                                 Reason.LEADER_STARTING)
+
+
+# --- pause --------------------------------------------------------------------------------------------------------
+
+def paused_view(**kw):
+    view = cluster(**kw)
+    return replace(view, config={**view.config, "pause": True})
+
+
+@pytest.mark.parametrize("view,local,expected,reason", [
+    (paused_view(leader=ME, members=[member("n2")]), PRIMARY, (A.RefreshLeader(),), Reason.PAUSED),
+    (paused_view(leader=ME, members=[member("n2")]), STOPPED_PRIMARY, (A.ReleaseLeader(),), Reason.PAUSED_RELEASE),
+    (paused_view(members=[member("n2", lsn=10)]), replace(REPLICA, wal_position=900), (), Reason.PAUSED),
+    (paused_view(members=[member("n2")]), PRIMARY, (A.AcquireLeader(),), Reason.LEADER_KEY_REACQUIRE),
+    (paused_view(leader="n2", members=[member("n2")]), replace(REPLICA, running=False, role=None), (),
+     Reason.PAUSED),
+    (paused_view(leader="n3", members=[member("n3")]), REPLICA, (A.Follow("n3"),), Reason.FOLLOW_NEW_LEADER),
+], ids=["leader refreshes only", "stopped leader releases", "no race without a leader",
+        "running primary takes the free key", "stopped replica is not started", "replica still follows"])
+def test_pause_stops_automatic_actions(view, local, expected, reason) -> None:
+    decision = decide(obs(view, local, wall_now=NOW), Memory(), SETTINGS)
+    assert (decision.actions, decision.reason) == (expected, reason)
+
+
+def test_pause_allows_only_a_switchover_to_a_named_candidate() -> None:
+    members = [streaming(member("n2", lsn=500))]
+    named = replace(paused_view(leader=ME, members=members, failover=Failover(ME, "n2")), versions={"failover": 4})
+    assert decide(obs(named, PRIMARY, wall_now=NOW), Memory(), SETTINGS).reason is Reason.SWITCHOVER_DEMOTE
+    any_candidate = replace(named, failover=Failover(ME, None))
+    assert decide(obs(any_candidate, PRIMARY, wall_now=NOW), Memory(), SETTINGS).reason is Reason.PAUSED

@@ -19,13 +19,14 @@ situation handler (bootstrap.py, leader.py, replica.py):
 4. DCS unreachable: replicas keep doing what they do; nobody starts, promotes or clones.
 5. Identity: a data directory whose system id differs from the cluster's ``initialize`` key is refused.
 6. An operator request (restart, reload, reinitialize; requests.py) is carried out before the situation.
+7. Paused (``pause: true`` in the DCS config): pause.py replaces the situation handlers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from pgha.core import bootstrap, jobs, leader, replica, requests
+from pgha.core import bootstrap, jobs, leader, pause, replica, requests
 from pgha.core.actions import AwaitReplicated, Demote, Exit, RevokeLease, StopMode, StopPostgres
 from pgha.core.model import DataDir, JobKind, JobState, Observation, PgRole
 from pgha.core.reasons import Reason
@@ -63,6 +64,8 @@ def _remember(decision: Decision) -> Decision:
 
 def _by_situation(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     assert obs.cluster is not None
+    if obs.cluster.paused and obs.cluster.initialize:
+        return pause.paused(obs, memory, settings)
     if obs.local.data_dir is not DataDir.INITIALIZED:
         return bootstrap.empty_data_dir(obs, memory, settings)
     holder = obs.cluster.leader

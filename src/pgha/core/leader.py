@@ -32,7 +32,9 @@ def as_lock_holder(obs: Observation, memory: Memory, settings: Settings) -> Deci
             # Patroni's primary_start_timeout = 0: never restart in place, fail over at once.
             return Decision((ReleaseLeader(),), memory, Reason.PRIMARY_START_TIMEOUT, detail="0s")
         as_primary = local.last_role is PgRole.PRIMARY
-        return Decision((RefreshLeader(), StartPostgres(as_primary=as_primary)), memory, Reason.LEADER_STARTING)
+        abandon = switchover.abandon(obs)  # a handover that did not complete (switchover.py rule 6)
+        return Decision((RefreshLeader(),) + abandon + (StartPostgres(as_primary=as_primary),), memory,
+                        Reason.LEADER_STARTING)
     if local.role is PgRole.REPLICA:
         promoted = replace(memory, promoted_because=Reason.LEADER_PROMOTING)
         return Decision((RefreshLeader(), Promote()), promoted, Reason.LEADER_PROMOTING)

@@ -72,6 +72,9 @@ class Reason(Enum):
     FAILOVER_OTHER = ("failover_other", "no leader: waiting for the requested candidate {detail} to take over")
     FAILSAFE_LEADER_ALIVE = ("failsafe_leader_alive", "no leader key, but the primary's failsafe call reached me "
                              "{detail}: it still serves, not racing")
+    PAUSED = ("paused", "PAUSE: no action: {detail}")
+    PAUSED_RELEASE = ("paused_release", "PAUSE: I hold the lock but PostgreSQL is not running as primary: "
+                      "releasing it")
     REQUEST_RESTART = ("request_restart", "restarting PostgreSQL as requested")
     REQUEST_RELOAD = ("request_reload", "reloading the configuration as requested")
     REQUEST_REINIT = ("request_reinit", "reinitializing as requested: removing the data directory to clone again")

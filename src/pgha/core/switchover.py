@@ -6,14 +6,20 @@ switchover), ``member`` the one to take over (a failover when no ``leader`` is n
 Rules
 1. The lock holder acts only on a request that names it (or no leader) and is due: within loop_wait of
    ``scheduled_at``. One more than 1.5 x loop_wait late, or naming another leader, is void and deleted.
-2. It steps down only towards a healthy candidate: a running replica allowed to fail over, within
-   maximum_lag_on_failover of our WAL (the named member, else any). With none the request is deleted.
+2. It steps down only towards a healthy candidate: a running replica streaming from it and allowed to fail
+   over, for a switchover within maximum_lag_on_failover of our WAL (the named member, else any). With none
+   the request is deleted.
 3. Stepping down is a clean handover: CHECKPOINT while still serving (so the shutdown checkpoint is short), a
    fast stop, then the lock is released only once the candidate (or, with none named, a replica) has
    everything up to the shutdown checkpoint. Nothing acknowledged can be lost.
-4. Without a leader a pending request decides who races: the named member takes the lock without the lag
-   check (the operator chose it; a switchover's candidate was just shown to have everything); others wait
-   while the named member is running; the old leader of a switchover never races for the lock it gave up.
+4. Without a leader a pending request decides who races: the named member takes the lock (a failover's without
+   the lag check: the operator chose it; a switchover's within maximum_lag_on_failover of the leader's last
+   published position, which a completed handover always is); others wait while the named member is running
+   (and, for a switchover, within that bound); the old leader of a switchover never races for the lock it gave
+   up while another healthy replica can take it.
+6. A lock holder whose PostgreSQL is stopped while a request is pending did not complete the handover (the
+   candidate never confirmed the shutdown checkpoint): the request is discarded and it starts again as
+   primary, instead of trying and stopping again forever.
 5. The new leader deletes the key once it holds the lock, after promoting (the promotion comes first: it is
    what clients wait for).
 """
@@ -47,7 +53,7 @@ def as_leader(obs: Observation, memory: Memory, settings: Settings, upkeep: tupl
     if due == "wait":
         return Decision((RefreshLeader(),) + upkeep, memory, Reason.SWITCHOVER_SCHEDULED,
                         detail=f"at {_iso(request.scheduled_at)}")
-    candidates = healthy_candidates(obs, settings, check_lag=request.leader is not None)
+    candidates = healthy_candidates(obs, settings, check_lag=request.leader is not None, streaming=True)
     if request.member is not None:
         candidates = [m for m in candidates if m.name == request.member]
     if not candidates:
@@ -59,8 +65,10 @@ def as_leader(obs: Observation, memory: Memory, settings: Settings, upkeep: tupl
     return Decision(actions, memory, Reason.SWITCHOVER_DEMOTE, detail=target or "the healthiest replica")
 
 
-def healthy_candidates(obs: Observation, settings: Settings, check_lag: bool) -> list[Member]:
-    """Running replicas allowed to fail over; with ``check_lag``, within maximum_lag_on_failover of our WAL."""
+def healthy_candidates(obs: Observation, settings: Settings, check_lag: bool,
+                       streaming: bool = False) -> list[Member]:
+    """Running replicas allowed to fail over; with ``check_lag``, within maximum_lag_on_failover of our WAL; with
+    ``streaming``, streaming from us (so our clean shutdown hands them the shutdown checkpoint)."""
     cluster = obs.cluster
     assert cluster is not None
     mine = obs.local.wal_position
@@ -69,6 +77,8 @@ def healthy_candidates(obs: Observation, settings: Settings, check_lag: bool) ->
         if member.name == settings.name or member.nofailover or member.state != "running":
             continue
         if member.role not in ("replica", "sync_standby", "quorum_standby"):
+            continue
+        if streaming and (member.data or {}).get("replication_state") != "streaming":
             continue
         if check_lag and (member.xlog_location is None or
                           (mine is not None and mine - member.xlog_location > settings.maximum_lag_on_failover)):
@@ -86,13 +96,37 @@ def race_gate(obs: Observation, settings: Settings) -> tuple[str, str] | None:
     if request is None or _due(request, obs.wall_now, settings.loop_wait) != "now":
         return None  # a scheduled switchover whose leader died: the normal election replaces it
     if request.member == settings.name and not settings.nofailover:
-        return "race", ""
+        if request.leader is None or _within_lag(obs.local.wal_position, obs, settings):
+            return "race", ""
+        return None  # a switchover whose leader died before handing over: the normal election decides
     named = cluster.member(request.member) if request.member else None
-    if named is not None and named.state == "running" and not named.nofailover:
+    if named is not None and named.state == "running" and not named.nofailover and \
+            (request.leader is None or _within_lag(named.xlog_location, obs, settings)):
         return "wait", named.name
     if request.member is None and request.leader == settings.name and healthy_candidates(obs, settings, False):
         return "wait", "another replica"
     return None
+
+
+def _within_lag(position: int | None, obs: Observation, settings: Settings) -> bool:
+    """Not behind the leader's last published position by more than maximum_lag_on_failover. A switchover's
+    candidate passes trivially once the leader handed over (it has everything); one whose leader died first is
+    held to the same bound as any failover. An explicit failover (no leader named) is the operator's choice."""
+    optime = obs.cluster.status_optime if obs.cluster is not None else None
+    if optime is None:
+        return True
+    return position is not None and optime - position <= settings.maximum_lag_on_failover
+
+
+def abandon(obs: Observation) -> tuple:
+    """Rule 6: the ClearFailover of a stopped lock holder with a request pending for it."""
+    cluster = obs.cluster
+    assert cluster is not None
+    request = cluster.failover
+    if request is None or request.leader not in (None, obs.cluster.leader) or \
+            (request.scheduled_at is not None and request.scheduled_at > obs.wall_now):
+        return ()
+    return (ClearFailover(cluster.versions.get("failover", 0)),)
 
 
 def clear_after_race(obs: Observation) -> tuple:

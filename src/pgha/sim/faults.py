@@ -13,6 +13,9 @@ Kinds (``KINDS``)
 - ``stop``: graceful stop of the agent (SIGTERM); it comes back after ``duration``.
 - ``restart``: the agent process is killed (PostgreSQL runs on) and started again after ``duration``.
 - ``stall``: a replica receives no WAL for ``duration`` (network to its upstream down) and falls behind.
+- ``switchover``: an operator asks the leader to hand over (to ``member``, or the healthiest replica), writing
+  the ``failover`` key as POST /switchover does; nothing to heal. Not an injury, but it must interleave safely
+  with the others.
 
 Rules
 1. A fault's target may be ``leader`` (whoever holds the leader key when the fault starts; the first node if
@@ -24,6 +27,7 @@ Rules
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import dataclass
@@ -38,8 +42,8 @@ if TYPE_CHECKING:
 WARMUP = 10.0  # the cluster forms before the first fault (bootstrap, clones and starts take under 9 s)
 WINDOW = 30.0  # faults start within this many seconds after the warm-up
 
-KINDS = ("kill", "pgcrash", "freeze", "cutoff", "outage", "slow", "stop", "restart", "stall")
-_WEIGHTS = (3, 2, 3, 3, 2, 2, 2, 2, 1)
+KINDS = ("kill", "pgcrash", "freeze", "cutoff", "outage", "slow", "stop", "restart", "stall", "switchover")
+_WEIGHTS = (3, 2, 3, 3, 2, 2, 2, 2, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -49,6 +53,7 @@ class Fault:
     at: float
     duration: float
     latency: float = 0.0  # slow only
+    member: str = ""  # switchover only: the candidate ("" for the healthiest replica)
 
     @property
     def heals_at(self) -> float:
@@ -56,6 +61,7 @@ class Fault:
 
     def describe(self) -> str:
         extra = f" latency={self.latency:.2f}s" if self.kind == "slow" else ""
+        extra += f" to={self.member or 'any'}" if self.kind == "switchover" else ""
         return f"{self.kind} {self.target} at {self.at:.3f} for {self.duration:.3f}s{extra}"
 
 
@@ -93,12 +99,15 @@ def _fault(rng: random.Random, params: SimParams) -> Fault:
     ttl = params.ttl
     duration = {"kill": (3, 30), "pgcrash": (0, 8), "freeze": (1, 3 * ttl), "cutoff": (1, 3 * ttl),
                 "outage": (1, 2 * ttl), "slow": (3, 20), "stop": (1, 20), "restart": (0.5, 6),
-                "stall": (5, 30)}[kind]
+                "stall": (5, 30), "switchover": (0, 0)}[kind]
     target = "replica" if kind == "stall" else rng.choice(("leader", "leader", "n1", "n2", "n3"))
     if kind == "outage" or (kind == "slow" and rng.random() < 0.5):
         target = "*"
     latency = round(rng.uniform(0.2, 3.0), 3) if kind == "slow" else 0.0
-    return Fault(kind, target, at, round(rng.uniform(*duration), 3), latency)
+    member = rng.choice(("", "n1", "n2", "n3")) if kind == "switchover" else ""
+    if kind == "switchover":
+        target = "leader"
+    return Fault(kind, target, at, round(rng.uniform(*duration), 3), latency, member)
 
 
 # --- applying and healing ---------------------------------------------------------------------------------
@@ -208,8 +217,17 @@ def _stall(world: "World", nodes: list["SimNode"], fault: Fault) -> Callable[[],
     return heal
 
 
+def _switchover(world: "World", nodes: list["SimNode"], fault: Fault) -> Callable[[], None]:
+    """The operator's request, as POST /switchover writes it (only while the DCS answers, like the REST API)."""
+    holder = world.leader_holder()
+    if holder is not None and world.store.reachable("operator"):
+        value = {"leader": holder, **({"member": fault.member} if fault.member else {})}
+        world.store.put(world.keys.failover, json.dumps(value, separators=(",", ":")))
+    return lambda: None
+
+
 _APPLY = {"kill": _kill, "pgcrash": _pgcrash, "freeze": _freeze, "cutoff": _cutoff, "outage": _outage,
-          "slow": _slow, "stop": _stop, "restart": _restart, "stall": _stall}
+          "slow": _slow, "stop": _stop, "restart": _restart, "stall": _stall, "switchover": _switchover}
 
 
 def heal_all(world: "World") -> None:

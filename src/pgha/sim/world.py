@@ -13,7 +13,8 @@ reports it and wakes the agent shortly after, as the real DCS watch does.
 Rules
 1. Deterministic: one seeded ``random.Random`` for everything (write sizes, job durations, lost answers,
    replication hiccups); ties in time are broken by insertion order, nodes by name order.
-2. The world only observes and injures: it never touches the DCS keys or the agents' decisions.
+2. The world only observes and injures: it never touches the DCS keys or the agents' decisions (except an
+   operator's switchover request, written as the REST API writes it: faults.py).
 3. A non-expected invariant violation stops the run (``failed``); the transcript then ends with it.
 """
 
