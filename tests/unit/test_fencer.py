@@ -60,3 +60,26 @@ def test_the_deadline_survives_the_agent(tmp_path):
     finally:
         pm.kill()
         fencer.kill()
+
+
+def test_a_primary_started_after_the_missed_deadline_is_fenced_too(tmp_path):
+    """A start already on its way when the agent froze must not leave a primary running past the lease."""
+    fencer = Fencer(str(tmp_path))
+    try:
+        fencer.arm(time.monotonic() + 0.3)  # nothing runs at the deadline
+        time.sleep(0.6)  # pacing: the deadline passes with no postmaster (the start is still on its way)
+        replica = start_fake_postmaster(tmp_path)
+        (tmp_path / "standby.signal").write_text("")
+        assert wait_exit(replica, 1.0) is None  # a replica is no writer: left alone
+        replica.kill()
+        replica.wait()
+        (tmp_path / "standby.signal").unlink()
+        late_primary = start_fake_postmaster(tmp_path)
+        assert wait_exit(late_primary, 10) == -3
+        fencer.arm(time.monotonic() + 30)  # the agent speaks again: the fence is lifted
+        again = start_fake_postmaster(tmp_path)
+        assert wait_exit(again, 1.0) is None
+        again.kill()
+        again.wait()
+    finally:
+        fencer.close()

@@ -37,6 +37,8 @@ class Executor:
         self.timeout = call_timeout
         self.cluster: ClusterView | None = None
         self.intents: Any = None  # agent/intents.Intents: where Answer actions go
+        self.clock: Callable[[], float] = time.monotonic
+        self.on_renewed: Callable[[float, float], None] | None = None  # the agent's lease bookkeeping
         self.reload: Callable[[], None] | None = None  # the agent's configuration reload
 
     def run(self, actions: tuple[A.Action, ...], cluster: ClusterView | None) -> bool:
@@ -109,6 +111,11 @@ class Executor:
         self.node.remove_data_dir()
 
     def _StartPostgres(self, a: A.StartPostgres) -> None:
+        if a.as_primary and self.on_renewed is not None:
+            # A primary start is guarded by a fresh lease, not by what is left of the one this tick began with:
+            # the fencer's deadline moves with it before PostgreSQL is launched (docs/safety.md).
+            sent = self.clock()
+            self.on_renewed(sent, self.dcs.renew_lease(timeout=self.timeout()))
         self.node.write_pgpass()
         upstream, hba, epoch = self._member(a.upstream), self.hba(), self.node.stop_epoch
         detail = START_AS_PRIMARY if a.as_primary else "as replica"

@@ -12,6 +12,9 @@ Protocol, one line per message on the fencer's stdin:
     disarm             do nothing until armed again
     exit               stop the fencer (the agent is shutting down cleanly)
 End of input (the agent died) keeps the last deadline: the fencer fences then, and exits.
+Once a deadline has passed while the agent is alive but silent (frozen), the fence stays in force until the next
+command: a PostgreSQL that comes up as a primary afterwards (a start already on its way when the agent froze) is
+stopped too, every ``ENFORCE_POLL`` seconds. One coming up with standby.signal (a replica) is left alone.
 
 Rules
 1. The fencer never starts anything and never touches the DCS; it can only stop PostgreSQL, by the pid in its
@@ -30,6 +33,8 @@ import sys
 import time
 
 log = logging.getLogger(__name__)
+
+ENFORCE_POLL = 0.1  # seconds between looks for a primary started after the deadline
 
 
 def postmaster_pid(data_dir: str) -> int | None:
@@ -57,10 +62,15 @@ def serve(data_dir: str, fd: int | None = None) -> None:
     a buffered reader could hold a second command that select() would then never report."""
     fd = sys.stdin.fileno() if fd is None else fd
     deadline: float | None = None
+    enforcing = False  # the deadline passed and the agent has said nothing since
+    fenced_pid: int | None = None  # the postmaster already sent SIGQUIT (it may take a moment to go)
     pending = b""
     open_input = True
-    while open_input or deadline is not None:
-        timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    while open_input or (deadline is not None and not enforcing):
+        if enforcing:
+            timeout: float | None = ENFORCE_POLL
+        else:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
         ready = select.select([fd], [], [], timeout)[0] if open_input else []
         if not open_input:
             time.sleep(timeout or 0)
@@ -74,12 +84,24 @@ def serve(data_dir: str, fd: int | None = None) -> None:
                 if word == "exit":
                     return
                 deadline = float(arg) if word == "arm" else None
+                enforcing = False
+            continue
+        if enforcing:
+            pid = postmaster_pid(data_dir)
+            if pid is not None and pid != fenced_pid and \
+                    not os.path.exists(os.path.join(data_dir, "standby.signal")) and fence(data_dir):
+                fenced_pid = pid
+                print("pgha fencer: a primary started after the missed deadline; stopped (immediate)",
+                      file=sys.stderr, flush=True)
             continue
         if deadline is not None and time.monotonic() >= deadline:
+            fenced_pid = postmaster_pid(data_dir)
             fenced = fence(data_dir)
             print(f"pgha fencer: the agent missed its lease deadline; PostgreSQL "
                   f"{'stopped (immediate)' if fenced else 'was not running'}", file=sys.stderr, flush=True)
-            deadline = None
+            enforcing = open_input  # a dead agent's fencer exits; a silent one keeps the fence in force
+            if not open_input:
+                deadline = None
 
 
 class Fencer:

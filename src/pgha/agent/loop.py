@@ -67,6 +67,8 @@ class Agent:
         self.intents = Intents()  # operator requests from the REST API, waiting for a decision
         self.executor.intents = self.intents
         self.executor.reload = self.reload
+        self.executor.clock = clock
+        self.executor.on_renewed = self._renewed
         self.config_path: str | None = None  # the YAML file `pgha run` read; re-read on reload
         self.confirm_failsafe: Callable | None = None  # agent/failsafe.confirm bound to our API's auth; None: off
         self.failsafe_members: dict[str, str] | None = None  # the failsafe key, as last read from the DCS
@@ -253,6 +255,16 @@ class Agent:
                 self.watchdog.keepalive(self.settings.ttl, self.settings.loop_wait)
             else:
                 self.watchdog.disable()
+
+    def _renewed(self, sent: float, granted: float) -> None:
+        """The lease was renewed mid-decision (before a primary start): it runs from the send time, and the
+        fencer's deadline moves with it before PostgreSQL is launched."""
+        valid_until = sent + granted
+        if valid_until <= (self.lease.valid_until or 0.0):
+            return
+        self.lease = LeaseState(valid_until=valid_until)
+        if self.fencer is not None:
+            self.fencer.arm(valid_until - self.settings.fence_margin)
 
     def _remember_decision(self, code: str, message: str) -> None:
         """The last distinct decisions, published with the member data for `pgha explain`."""

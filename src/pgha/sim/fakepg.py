@@ -45,6 +45,9 @@ class PgNet(Protocol):
 
     def on_pg(self, pg: "FakePostgres", event: str, at: float, detail: str = "") -> None: ...
 
+    def fence_in_force(self, pg: "FakePostgres") -> bool:
+        """A fencer on this machine missed its deadline and its agent has not spoken since."""
+
     def flush_replicas(self, pg: "FakePostgres") -> frozenset[str]:
         """Send everything to the replicas streaming from ``pg``; the names of those replicas."""
 
@@ -142,6 +145,9 @@ class FakePostgres:
             raise CommandError("pg_ctl: another server might be running")
         if self.now() < self.broken_until:
             raise CommandError("pg_ctl: could not start server (simulated failure)")
+        if as_primary and self.net.fence_in_force(self):
+            self.stop_epoch += 1
+            raise CommandError("pg_ctl: the server was stopped at once (the fencer's deadline had passed)")
         self.running = True
         if as_primary:
             self._set_follow(None)

@@ -134,14 +134,16 @@ class SimNode:
 
     def thaw(self) -> None:
         if self.state == "frozen":
-            self.state, self.next_tick = "running", self.world.now
+            self.state, self.next_tick = "running", max(self.world.now, self.busy_until)
 
     def request_stop(self) -> bool:
         """SIGTERM: the next tick shuts down. False when there is no running agent to ask."""
         if self.state != "running" or self.agent is None:
             return False
         self.agent.shutdown.set()
-        self.next_tick = self.world.now
+        # SIGTERM only sets a flag: the loop sees it once the tick in progress (still waiting on a slow DCS, or
+        # stopping PostgreSQL) is over, never in the middle of it.
+        self.next_tick = max(self.world.now, self.busy_until)
         return True
 
     def wake(self) -> None:

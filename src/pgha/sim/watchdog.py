@@ -11,7 +11,10 @@ Rules
 2. A message reaches the fencer when the agent sends it, at the node's local time (after the DCS time the tick
    already spent): if the armed deadline passed before that, the fencer fired first, at the deadline.
 3. No clock of its own: the world schedules a check at each deadline; a stale check (re-armed since) does nothing.
-4. Switchable: with the watchdog off, agents get no fencer (``fencer=None``) and nothing fences a frozen agent's
+4. After firing for a living (frozen) agent, the fence stays in force until the agent speaks again: a start
+   already on its way fails (its postmaster is stopped), and a primary starting later is refused
+   (``fence_in_force``), as the real fencer stops it within ENFORCE_POLL.
+5. Switchable: with the watchdog off, agents get no fencer (``fencer=None``) and nothing fences a frozen agent's
    primary, which the freeze schedules then show as a single-writer violation.
 """
 
@@ -29,10 +32,12 @@ class SimFencer:
         self.deadline: float | None = None  # as armed
         self.fire_at = 0.0  # when it fences: the deadline, or when the arm arrived if that was later
         self.alive = True
+        self.enforcing = False  # the deadline passed and its (living) agent has not spoken since
 
     # --- the agent's side (pgha.agent.fencer.Fencer's interface) -------------------------------------------------
     def arm(self, deadline: float) -> None:
         self._catch_up()
+        self.enforcing = False
         if deadline == self.deadline or not self.alive:
             return
         self.deadline, self.fire_at = deadline, max(deadline, self.node.local_now())
@@ -41,15 +46,15 @@ class SimFencer:
 
     def disarm(self) -> None:
         self._catch_up()
-        self.deadline = None
+        self.deadline, self.enforcing = None, False
 
     def close(self) -> None:
         self._catch_up()
-        self.deadline, self.alive = None, False
+        self.deadline, self.alive, self.enforcing = None, False, False
 
     # --- the world's side -----------------------------------------------------------------------------------------
     def machine_off(self) -> None:
-        self.deadline, self.alive = None, False
+        self.deadline, self.alive, self.enforcing = None, False, False
 
     def _catch_up(self) -> None:
         if self.deadline is not None and self.fire_at < self.node.local_now():
@@ -61,7 +66,11 @@ class SimFencer:
 
     def _fire(self, at: float) -> None:
         self.deadline_was, self.deadline = self.deadline or at, None
+        # A silent (frozen) agent's fence stays in force: a primary coming up later is stopped too. A killed
+        # agent's fencer exits after firing (pgha.agent.fencer).
+        self.enforcing = self.node.fencer is self
         pg = self.node.pg
+        pg.stop_epoch += 1  # SIGQUIT to a postmaster still starting: that start fails
         if pg.running:
             self.node.world.note(self.node, f"fencer fires (deadline {self.deadline_was:.3f}): stopping PostgreSQL",
                                  at=at)

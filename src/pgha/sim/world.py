@@ -127,6 +127,9 @@ class World:
     def new_system_id(self) -> str:
         return str(self.rng.randrange(7_000_000_000_000_000_000, 7_400_000_000_000_000_000))
 
+    def fence_in_force(self, pg: FakePostgres) -> bool:
+        return any(f.enforcing for f in self.nodes[pg.name].fencers)
+
     def flush_replicas(self, pg: FakePostgres) -> frozenset[str]:
         sent = set()
         for node in self.nodes.values():
