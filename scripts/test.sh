@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Runs every test: the pure core, config, DCS contract suites, the REST API, the simulator's scenarios, and the
-# real-process integration tests (PostgreSQL, etcd); then 10,000 seeded simulator schedules.
+# real-process integration tests (PostgreSQL, etcd, ZooKeeper, HAProxy); then 10,000 seeded simulator schedules.
 # Run scripts/install.sh first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || { echo "run scripts/install.sh first" >&2; exit 2; }
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
-# Safety invariants gate CI; the few schedules that only fail to converge are listed (issue #3 note).
-.venv/bin/python -m pgha sim --schedules 10000 --seed 1 --workers 2 --gate safety --show 1
+# Every invariant (safety and convergence) gates CI.
+.venv/bin/python -m pgha sim --schedules 10000 --seed 1 --workers 2 --gate all --show 1

@@ -86,6 +86,10 @@ class Dcs(Protocol):
     def delete_key(self, key: str, version: int | None = None, timeout: float | None = None) -> bool:
         """Delete a permanent key; with ``version`` only if unchanged since (False otherwise)."""
 
+    def delete_cluster(self, timeout: float | None = None) -> None:
+        """Delete every key of this cluster (``/<namespace>/<scope>/...``): `pgha remove`, patronictl's
+        ``remove``. Members still running write their keys again on their next tick."""
+
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None: ...
 
     def set_status(self, status: Mapping[str, Any], timeout: float | None = None) -> None: ...
@@ -123,7 +127,8 @@ class PostgresPort(Protocol):
     def stop(self, mode: str) -> None:
         """Stop PostgreSQL; waits for a start in progress to finish first, then stops it."""
 
-    def promote(self) -> None: ...
+    def promote(self, timeline: int | None = None) -> None:
+        """pg_ctl promote; with ``timeline``, onto that id (the ids between are marked taken first)."""
 
     def checkpoint(self) -> None: ...
 

@@ -83,7 +83,7 @@ def no_leader_view(failover, members=None, version: int = 3):
 def test_named_candidate_races_without_the_lag_check_and_clears_the_key() -> None:
     behind = replace(REPLICA, wal_position=10)  # far behind n2: a normal election would make us wait
     actions, reason = run(no_leader_view(Failover(None, ME)), behind)
-    assert (actions, reason) == ((A.AcquireLeader(), A.Promote(), A.ClearFailover(3)), Reason.FAILOVER_TO_ME)
+    assert (actions, reason) == ((A.AcquireLeader(), A.ClaimTimeline(2), A.Promote(2), A.ClearFailover(3)), Reason.FAILOVER_TO_ME)
 
 
 def test_others_wait_for_the_running_named_candidate() -> None:
@@ -101,7 +101,7 @@ def test_old_leader_never_races_for_the_lock_it_gave_up() -> None:
 def test_dead_named_candidate_falls_back_to_the_normal_election() -> None:
     view = no_leader_view(Failover("n9", "n2"), [member("n2", lsn=500, state="stopped"), member("n3", lsn=50)])
     actions, reason = run(view, replace(REPLICA, wal_position=500))
-    assert (actions, reason) == ((A.AcquireLeader(), A.Promote(), A.ClearFailover(3)), Reason.RACE_WON)
+    assert (actions, reason) == ((A.AcquireLeader(), A.ClaimTimeline(2), A.Promote(2), A.ClearFailover(3)), Reason.RACE_WON)
 
 
 def test_scheduled_request_whose_leader_died_does_not_block_the_election() -> None:
@@ -235,3 +235,15 @@ def test_pause_allows_only_a_switchover_to_a_named_candidate() -> None:
     assert decide(obs(named, PRIMARY, wall_now=NOW), Memory(), SETTINGS).reason is Reason.SWITCHOVER_DEMOTE
     any_candidate = replace(named, failover=Failover(ME, None))
     assert decide(obs(any_candidate, PRIMARY, wall_now=NOW), Memory(), SETTINGS).reason is Reason.PAUSED
+
+
+def test_promotion_claims_a_timeline_id_nobody_used_or_claimed() -> None:
+    """Found by the simulator: a node promoted and died before publishing anything; the next promotion took
+    the same id for a different history and pg_rewind then saw "same timeline" and repaired nothing."""
+    claimed = replace(cluster(members=[member("n2", lsn=50)]), status_timeline=3)
+    actions, reason = run(claimed, replace(REPLICA, wal_position=500))
+    assert reason is Reason.RACE_WON
+    assert actions[:3] == (A.AcquireLeader(), A.ClaimTimeline(4), A.Promote(4))
+    newer_member = cluster(members=[member("n2", lsn=50, timeline=5)])
+    assert run(newer_member, replace(REPLICA, wal_position=500, timeline=5))[0][1:3] == \
+        (A.ClaimTimeline(6), A.Promote(6))

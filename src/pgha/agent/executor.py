@@ -154,8 +154,13 @@ class Executor:
     def _Follow(self, a: A.Follow) -> None:
         self.node.follow(self._member(a.upstream))
 
+    def _ClaimTimeline(self, a: A.ClaimTimeline) -> None:
+        optime = self.cluster.status_optime if self.cluster is not None else None
+        status = {"optime": optime} if optime is not None else {}
+        self.dcs.set_status({**status, "pgha_timeline": a.timeline}, timeout=self.timeout())
+
     def _Promote(self, a: A.Promote) -> None:
-        self.node.promote()
+        self.node.promote(a.timeline)
         # The control file carries the new timeline only after a checkpoint; pg_rewind on the old primary
         # reads it from there (Patroni's checkpoint_after_promote).
         self.node.checkpoint()

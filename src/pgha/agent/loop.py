@@ -287,7 +287,9 @@ class Agent:
         if obs.cluster is None or obs.cluster.leader != self.cfg.name or local.role is not PgRole.PRIMARY:
             return
         if local.wal_position is not None and local.wal_position != obs.cluster.status_optime:
-            self.dcs.set_status({"optime": local.wal_position}, timeout=self._call_timeout())
+            claim = max(obs.cluster.status_timeline or 0, local.timeline or 0)  # keep the timeline claim
+            status = {"optime": local.wal_position, **({"pgha_timeline": claim} if claim else {})}
+            self.dcs.set_status(status, timeout=self._call_timeout())
 
     def _next_wait(self) -> float:
         wait = self.settings.loop_wait

@@ -97,8 +97,19 @@ class Follow:
 
 
 @dataclass(frozen=True)
+class ClaimTimeline:
+    """Record in the DCS (``status``) that this promotion takes ``timeline``, before promoting: a node that dies
+    right after promoting, before publishing anything, must not see its timeline id reused by the next."""
+
+    timeline: int
+
+
+@dataclass(frozen=True)
 class Promote:
-    """pg_ctl promote; the lease must already be confirmed in this same decision."""
+    """pg_ctl promote onto ``timeline`` (None: PostgreSQL's next one); the lease must already be confirmed in this
+    same decision. Ids between ours and ``timeline`` are skipped: other nodes claimed them."""
+
+    timeline: int | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +208,6 @@ class Exit:
 
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
-    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
+    Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, ClaimTimeline, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
     Checkpoint, ClearFailover, WriteFailsafe, ReloadPostgres, Answer, UpdateHistory, SyncSlots, AckJob, Exit,
 ]

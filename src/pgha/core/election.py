@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pgha.core.actions import ClaimTimeline, Promote
 from pgha.core.model import Member, Observation
 from pgha.core.reasons import Reason
 from pgha.core.settings import Settings
@@ -55,6 +56,19 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
         if member.xlog_location == mine and _priority(member) > settings.failover_priority:
             return Reason.RACE_LOWER_PRIORITY, member.name
     return None
+
+
+def promotion(obs: Observation) -> tuple:
+    """The actions that promote this node: claim the next timeline id nobody in the cluster has used or claimed
+    (ours, the ``history`` key's newest, the members', the claim in ``status``), then promote onto it. Two nodes
+    that each promoted without seeing the other would otherwise share an id for different histories, which
+    pg_rewind cannot tell apart ("same timeline")."""
+    cluster = obs.cluster
+    assert cluster is not None
+    known = [obs.local.timeline or 1, newest_timeline(cluster.history) or 0, cluster.status_timeline or 0]
+    known += [m.timeline or 0 for m in cluster.members]
+    target = max(known) + 1
+    return ClaimTimeline(target), Promote(target)
 
 
 def newest_timeline(history: tuple) -> int | None:

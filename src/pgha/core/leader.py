@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from pgha.core.actions import (Promote, RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
+from pgha.core.actions import (RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
                                UpdateHistory, WriteConfig, WriteFailsafe)
 from pgha.core import switchover
+from pgha.core.election import promotion
 from pgha.core.jobs import has_healthy_replica
 from pgha.core.model import Observation, PgRole
 from pgha.core.reasons import Reason
@@ -37,7 +38,7 @@ def as_lock_holder(obs: Observation, memory: Memory, settings: Settings) -> Deci
                         Reason.LEADER_STARTING)
     if local.role is PgRole.REPLICA:
         promoted = replace(memory, promoted_because=Reason.LEADER_PROMOTING)
-        return Decision((RefreshLeader(), Promote()), promoted, Reason.LEADER_PROMOTING)
+        return Decision((RefreshLeader(),) + promotion(obs), promoted, Reason.LEADER_PROMOTING)
     upkept = upkeep(obs, memory, settings)
     handover = switchover.as_leader(obs, memory, settings, upkept)
     if handover is not None:

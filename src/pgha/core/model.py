@@ -101,6 +101,9 @@ class ClusterView:
     config: Mapping[str, Any] | None = None
     history: tuple[tuple[Any, ...], ...] = ()
     status_optime: int | None = None
+    # The highest timeline a promotion in this cluster claimed (``status`` key, ``pgha_timeline``): written before
+    # promoting, so a node that promotes and dies before publishing anything still keeps its id from being reused.
+    status_timeline: int | None = None
     failover: Failover | None = None
     failsafe: Mapping[str, Any] | None = None  # {member name: api_url}, kept by the leader in failsafe mode
     # Backend versions of the permanent keys, for compare-and-swap writes (Dcs.put_key); 0: the key is absent.

@@ -16,7 +16,8 @@ promotion off, the fence only fires when the lease really runs out.
 from __future__ import annotations
 
 from pgha.core import switchover
-from pgha.core.actions import AcquireLeader, Follow, Promote, RefreshLeader, ReleaseLeader
+from pgha.core import election
+from pgha.core.actions import AcquireLeader, Follow, RefreshLeader, ReleaseLeader
 from pgha.core.model import DataDir, Observation, PgRole
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
@@ -40,7 +41,7 @@ def paused(obs: Observation, memory: Memory, settings: Settings) -> Decision:
             return Decision((AcquireLeader(),), memory, Reason.LEADER_KEY_REACQUIRE)
         gate = switchover.race_gate(obs, settings)
         if gate is not None and gate[0] == "race" and local.running:
-            return Decision((AcquireLeader(), Promote()) + switchover.clear_after_race(obs), memory,
+            return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), memory,
                             Reason.FAILOVER_TO_ME)
         return Decision((), memory, Reason.PAUSED, detail="no leader; automatic failover is off")
     if local.running and local.role is PgRole.REPLICA and local.data_dir is DataDir.INITIALIZED \

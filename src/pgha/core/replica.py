@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from pgha.core import election, switchover
-from pgha.core.actions import (AcquireLeader, Follow, Promote, RemoveDataDir, Rewind, StartPostgres, StopMode,
+from pgha.core.actions import (AcquireLeader, Follow, RemoveDataDir, Rewind, StartPostgres, StopMode,
                                StopPostgres)
 from pgha.core.leader import upkeep
 from pgha.core.model import Observation, PgRole
@@ -108,7 +108,8 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     gate = switchover.race_gate(obs, settings)
     if gate is not None and gate[0] == "race" and local.running:
         won = replace(memory, promoted_because=Reason.FAILOVER_TO_ME)
-        return Decision((AcquireLeader(), Promote()) + switchover.clear_after_race(obs), won, Reason.FAILOVER_TO_ME)
+        return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), won,
+                        Reason.FAILOVER_TO_ME)
     verdict = (Reason.FAILOVER_OTHER, gate[1]) if gate is not None and gate[0] == "wait" else None
     verdict = verdict or election.judge(obs, settings)
     if verdict is not None:
@@ -121,4 +122,5 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
             return Decision((AcquireLeader(), StartPostgres(True)), memory, Reason.RACE_WON_PRIMARY)
         return Decision((StartPostgres(False, None),), memory, Reason.STARTING_REPLICA)
     won = replace(memory, promoted_because=Reason.RACE_WON)
-    return Decision((AcquireLeader(), Promote()) + switchover.clear_after_race(obs), won, Reason.RACE_WON)
+    return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), won,
+                    Reason.RACE_WON)

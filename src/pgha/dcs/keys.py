@@ -202,6 +202,14 @@ def parse_failsafe(value: str, key: str) -> tuple[Mapping[str, Any] | None, list
     return {k: v for k, v in data.items() if isinstance(v, str)}, []
 
 
+def _status_timeline(status: str | None) -> int | None:
+    """pgha's timeline claim in the ``status`` key (Patroni reads only optime/slots there and ignores it)."""
+    if status is None:
+        return None
+    ok, data = _json(status)
+    return _int(data.get("pgha_timeline")) if ok and isinstance(data, dict) else None
+
+
 def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
                   versions: Mapping[str, int] | None = None) -> tuple[ClusterView, list[str]]:
     """Raw key -> value map of one cluster prefix -> (ClusterView, warnings).
@@ -235,6 +243,7 @@ def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
         warnings += w
     optime, w = parse_optime(rel.get("status"), rel.get("optime/leader"), prefix + "status")
     warnings += w
+    status_timeline = _status_timeline(rel.get("status"))
     failover, failsafe = None, None
     if "failover" in rel:
         failover, w = parse_failover(rel["failover"], prefix + "failover")
@@ -243,6 +252,7 @@ def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
         failsafe, w = parse_failsafe(rel["failsafe"], prefix + "failsafe")
         warnings += w
     view = ClusterView(leader=rel.get("leader"), members=tuple(members), initialize=rel.get("initialize"),
-                       config=config, history=history, status_optime=optime, failover=failover,
+                       config=config, history=history, status_optime=optime, status_timeline=status_timeline,
+                       failover=failover,
                        failsafe=failsafe, versions=kept)
     return view, warnings

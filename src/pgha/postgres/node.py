@@ -171,10 +171,24 @@ class PostgresNode:
         data = self.commands.controldata()
         return lsn_to_int(data.get("Latest checkpoint location", "")) if data else None
 
-    def promote(self) -> None:
+    def promote(self, timeline: int | None = None) -> None:
         # PostgreSQL removes standby.signal itself when it promotes; taking it away first makes it fail.
         self.configure(None, False, None, signal=False)
+        if timeline is not None:
+            self._skip_timelines(timeline)
         self.commands.promote(self.pg.pg_ctl_timeout)
+
+    def _skip_timelines(self, target: int) -> None:
+        """PostgreSQL promotes onto the first timeline id after ours with no history file in pg_wal: a placeholder
+        for each id another node claimed makes it land on ``target``. Placeholders are comment-only (PostgreSQL's
+        history parser skips '#' lines) and are read only to see that the id is taken."""
+        current = self.probe.local_state(self.upstream()).timeline or 1
+        wal_dir = os.path.join(self.data_dir, "pg_wal")
+        for timeline in range(current + 1, target):
+            path = os.path.join(wal_dir, f"{timeline:08X}.history")
+            if not os.path.exists(path):
+                write_atomic(path, f"# timeline {timeline} was claimed by another node of this cluster (pgha)\n",
+                             mode=0o600, chown=self.account.chown)
 
     def checkpoint(self) -> None:
         self.probe.query("CHECKPOINT")

@@ -171,11 +171,11 @@ class FakePostgres:
         if self.running:
             self._halt("immediate", event, at)
 
-    def promote(self) -> None:
+    def promote(self, timeline: int | None = None) -> None:
         if not self.running or self.role is not PgRole.REPLICA:
             raise CommandError("pg_ctl: cannot promote server; server is not in standby mode")
         assert self.data is not None
-        new_tl = max(s.timeline for s in self.data.history) + 1
+        new_tl = max(max(s.timeline for s in self.data.history) + 1, timeline or 0)
         self.data.history = self.data.history + (Segment(new_tl, self.data.lsn, self.net.new_uid()),)
         self.data.lsn += RECORD
         self.role = PgRole.PRIMARY

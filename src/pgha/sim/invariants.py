@@ -75,6 +75,15 @@ class Checker:
             if at > start:
                 self._overlap(starter, start, other)
 
+    def cut_short(self, node: "SimNode", at: float) -> bool:
+        """A fence at ``at`` reached a PostgreSQL whose stop is stamped later (its agent still waited on the DCS
+        before stopping it): it stopped accepting at ``at``. True when that moved the end."""
+        end = self.last_end.get(node.name)
+        if node.name in self.open or end is None or end <= at:
+            return False
+        self.last_end[node.name] = at
+        return True
+
     def step(self) -> None:
         """After every world step: a pending start whose time has come while the other still accepts overlaps."""
         for starter, start, other in [p for p in self.pending if p[1] < self.world.now]:

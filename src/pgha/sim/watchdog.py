@@ -71,6 +71,9 @@ class SimFencer:
         self.enforcing = self.node.fencer is self
         pg = self.node.pg
         pg.stop_epoch += 1  # SIGQUIT to a postmaster still starting: that start fails
+        if not pg.running and self.node.world.checker.cut_short(self.node, at):
+            self.node.world.note(self.node, f"fencer fires (deadline {self.deadline_was:.3f}): PostgreSQL was "
+                                 "still stopping, now stopped", at=at)
         if pg.running:
             self.node.world.note(self.node, f"fencer fires (deadline {self.deadline_was:.3f}): stopping PostgreSQL",
                                  at=at)
