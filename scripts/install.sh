@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy (Debian packages) and pgha itself
-# with its Python dependencies in ./.venv. Safe to run again: it only installs what is missing.
+# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy, ZooKeeper's jars (Debian packages) and
+# pgha itself with its Python dependencies in ./.venv. Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,11 +12,16 @@ packages=()
 command -v etcd >/dev/null 2>&1 || packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+[ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || packages+=(zookeeperd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${packages[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+  # pgha runs its own ZooKeeper (pgha up, tests) on other ports: the service zookeeperd starts is not needed
+  if [[ " ${packages[*]} " == *" zookeeperd "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now zookeeper >/dev/null 2>&1 || true
+  fi
 fi
 
 if [ ! -x .venv/bin/python ]; then

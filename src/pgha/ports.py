@@ -95,7 +95,8 @@ class Dcs(Protocol):
     def set_status(self, status: Mapping[str, Any], timeout: float | None = None) -> None: ...
 
     def wait_for_leader_change(self, timeout: float) -> bool:
-        """Block until the leader key changes (or the watch breaks), at most ``timeout`` s. True if it changed."""
+        """Block until the leader key changes (or the watch breaks), at most ``timeout`` s. True if it changed.
+        A backend may also wake on a change of the ``failover`` key (etcd does), so a switchover starts at once."""
 
     def close(self, revoke: bool = True) -> None:
         """Stop watches; with ``revoke`` drop our lease, which deletes our member and leader keys at once."""

@@ -8,6 +8,7 @@ fault hooks).
 
 from __future__ import annotations
 
+import collections
 import json
 import threading
 import time
@@ -17,14 +18,32 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from pgha.dcs import etcd3
+from pgha.dcs.zookeeper import ZooKeeperDcs
 from pgha.ports import DcsError
-from tests.support.dcs import MEMBER, EtcdHarness, MemoryHarness, silent_server
+from tests.support.dcs import MEMBER, EtcdHarness, MemoryHarness, ZooKeeperHarness, silent_server
 from tests.support.etcd import EtcdServer, free_port, http, make_test_certs
+from tests.support.zookeeper import ZooKeeperMissing, ZooKeeperServer
 
 
-@pytest.fixture(params=["memory", "etcd"])
+@pytest.fixture(scope="module")
+def zookeeper_server() -> Iterator[ZooKeeperServer]:
+    """One real ZooKeeper for this module; tests keep apart by their own scope (znode prefix)."""
+    try:
+        server = ZooKeeperServer()
+    except ZooKeeperMissing as e:
+        pytest.fail(str(e), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["memory", "etcd", "zookeeper"])
 def h(request: pytest.FixtureRequest) -> Iterator[Any]:
-    harness = MemoryHarness() if request.param == "memory" else EtcdHarness(request.getfixturevalue("etcd_server"))
+    if request.param == "memory":
+        harness: Any = MemoryHarness()
+    elif request.param == "etcd":
+        harness = EtcdHarness(request.getfixturevalue("etcd_server"))
+    else:
+        harness = ZooKeeperHarness(request.getfixturevalue("zookeeper_server"))
     yield harness
     harness.close()
 
@@ -423,3 +442,191 @@ def test_memory_partition_and_outage() -> None:
     h.store.set_outage(False)  # leases get a full TTL again, as etcd's new leader gives them
     assert a.snapshot().leader == "b"
     assert b.refresh_leader("b")
+
+
+# --- zookeeper only ---------------------------------------------------------------------------------------
+@pytest.fixture
+def z(zookeeper_server: ZooKeeperServer) -> Iterator[ZooKeeperHarness]:
+    harness = ZooKeeperHarness(zookeeper_server)
+    yield harness
+    harness.close()
+
+
+def _ok(call: Callable[[], bool]) -> Callable[[], bool]:
+    def attempt() -> bool:
+        try:
+            return call()
+        except DcsError:
+            return False
+    return attempt
+
+
+def test_zookeeper_znodes_are_patronis(z: ZooKeeperHarness) -> None:
+    a = z.agent()
+    a.renew_lease()
+    assert a.acquire_leader("a") and a.claim_initialize()
+    a.touch_member("a", MEMBER)
+    a.set_status({"optime": 5})
+    assert a.put_key("failover", {"leader": "a"}, version=0)
+    session = a._client.session
+    leader, member = z.zk.get(z.prefix + "leader"), z.zk.get(z.prefix + "members/a")
+    assert leader[0] == b"a" and leader[1].ephemeralOwner == session  # a bare name, on our session
+    assert json.loads(member[0]) == MEMBER and member[1].ephemeralOwner == session
+    for rel, value in (("status", b'{"optime":5}'), ("initialize", b""), ("failover", b'{"leader":"a"}')):
+        data, stat = z.zk.get(z.prefix + rel)
+        assert (data, stat.ephemeralOwner) == (value, 0)  # persistent, compact JSON
+    assert a.snapshot().versions["failover"] == z.zk.get(z.prefix + "failover")[1].mzxid
+
+
+def test_zookeeper_close_revokes_at_once(z: ZooKeeperHarness) -> None:
+    a, b = z.agent(ttl=30), z.agent()
+    a.renew_lease()
+    assert a.acquire_leader("a")
+    a.touch_member("a", MEMBER)
+    start = time.monotonic()
+    a.close(revoke=True)
+    assert time.monotonic() - start < 2
+    view = b.snapshot()
+    assert view.leader is None and view.member("a") is None
+
+
+def test_zookeeper_close_without_revoke_lets_the_session_run_out(z: ZooKeeperHarness) -> None:
+    a, b = z.agent(), z.agent()
+    a.renew_lease()
+    assert a.acquire_leader("a")
+    a.close(revoke=False)
+    assert b.snapshot().leader == "a"
+    assert z.until(lambda: b.snapshot().leader is None, within=z.ttl + 3)
+
+
+def test_zookeeper_first_host_dead(z: ZooKeeperHarness) -> None:
+    a = z.agent(hosts=[("127.0.0.1", free_port()), ("127.0.0.1", z.server.port)])
+    assert a.acquire_leader("a") and a.snapshot().leader == "a"
+
+
+def test_zookeeper_silent_server_times_out_naming_the_ensemble(z: ZooKeeperHarness) -> None:
+    with silent_server() as port:
+        a = z.agent(hosts=[("127.0.0.1", port)])
+        start = time.monotonic()
+        with pytest.raises(DcsError, match=f"ZooKeeper 127.0.0.1:{port}: not connected"):
+            a.snapshot(timeout=1)
+        assert 0.9 < time.monotonic() - start < 1.4
+        a.close()
+
+
+def test_zookeeper_paused_server_times_out_then_recovers(z: ZooKeeperHarness) -> None:
+    a = z.agent(ttl=10)
+    a.renew_lease()
+    assert a.acquire_leader("a")
+    z.server.pause()
+    try:
+        start = time.monotonic()
+        with pytest.raises(DcsError, match="timed out"):
+            a.snapshot(timeout=1)
+        assert time.monotonic() - start < 1.4
+    finally:
+        z.server.resume()
+    assert z.until(_ok(lambda: a.refresh_leader("a")), within=10)  # same session: the leader znode is still ours
+
+
+def test_zookeeper_renew_counts_the_negotiated_timeout_and_half_on_a_follower(
+        z: ZooKeeperHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert z.agent(ttl=100).renew_lease() == 60.0  # the server's maxSessionTimeout
+    monkeypatch.setattr(ZooKeeperDcs, "_server_mode", lambda *_: "follower")
+    assert z.agent().renew_lease() == z.ttl / 2
+
+
+def test_zookeeper_set_ttl_retires_the_old_session(z: ZooKeeperHarness) -> None:
+    a = z.agent()
+    a.renew_lease()
+    assert a.acquire_leader("a")
+    a.touch_member("a", MEMBER)
+    a.set_ttl(z.ttl + 1)
+    assert a.renew_lease() == z.ttl + 1
+    assert len(a._old) == 1 and a.snapshot().leader == "a" and len(a._old) == 1  # still owns our znodes
+    assert a.refresh_leader("a")
+    a.touch_member("a", MEMBER)
+    assert a.snapshot().leader == "a" and a._old == []
+
+
+def test_zookeeper_snapshot_is_consistent_under_writes(z: ZooKeeperHarness) -> None:
+    a = z.agent()
+    a.set_history([[0]])
+    a.set_status({"optime": 0})
+    stop = threading.Event()
+
+    def writer() -> None:  # history and status always move together, in one multi; 50 times a second
+        for n in range(1, 100000):
+            if stop.wait(0.02):
+                return
+            tx = z.zk.transaction()
+            tx.set_data(z.prefix + "history", json.dumps([[n]]).encode())
+            tx.set_data(z.prefix + "status", json.dumps({"optime": n}).encode())
+            tx.commit()
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        for _ in range(40):
+            view = a.snapshot(timeout=2)
+            assert view.history[0][0] == view.status_optime
+    finally:
+        stop.set()
+        thread.join(5)
+
+
+def test_zookeeper_auth_data(z: ZooKeeperHarness) -> None:
+    a = z.agent(auth_data=[("digest", "pgha:s3cret-pw")])
+    assert a.acquire_leader("a") and a.snapshot().leader == "a"
+    assert "s3cret" not in repr(a)
+    bad = z.agent(auth_data=[("no-such-scheme", "x")])
+    with pytest.raises(DcsError, match="authentication failed"):
+        bad.snapshot(timeout=1.5)
+
+
+def test_local_zookeeper_for_pgha_up(tmp_path: Path) -> None:
+    from pgha.config import load_config, load_ctl_config
+    from pgha.local import zookeeper as local_zk
+    from pgha.local.layout import Layout, ctl_config, dump_yaml, node_config
+    port = free_port()
+    proc = local_zk.start_zookeeper(str(tmp_path / "zookeeper"), port, str(tmp_path / "zookeeper.log"))
+    try:
+        local_zk.wait_healthy(port, timeout=30, proc=proc)
+        layout = Layout(str(tmp_path), 1, 20000)
+        pw = collections.defaultdict(lambda: "pw-1")  # whatever passwords layout asks for
+        node = local_zk.use_zookeeper(node_config(layout, 0, pw, {"ttl": 4, "loop_wait": 1}), port)
+        (tmp_path / "node.yml").write_text(dump_yaml(node))
+        cfg, _ = load_config(str(tmp_path / "node.yml"))
+        assert cfg.etcd is None and cfg.zookeeper.hosts == (("127.0.0.1", port),)
+        (tmp_path / "ctl.yml").write_text(dump_yaml(local_zk.use_zookeeper(ctl_config(layout), port)))
+        assert load_ctl_config(str(tmp_path / "ctl.yml"), None, {}).dcs == cfg.zookeeper
+        dcs = local_zk.local_dcs(port, "pgha-local")
+        assert dcs.claim_initialize() and dcs.snapshot().initialize == ""
+        dcs.close()
+    finally:
+        proc.kill()  # by the PID we started
+        proc.wait(10)
+
+
+def test_delete_cluster_removes_every_key_of_the_cluster_only(h: Any) -> None:
+    a, b = h.agent(), h.agent()
+    scope = h.scope
+    h.scope = scope + "x"  # a neighbour whose prefix starts with ours: it must survive
+    try:
+        neighbour = h.agent()
+    finally:
+        h.scope = scope
+    for dcs, name in ((a, "a"), (neighbour, "n")):
+        assert dcs.renew_lease() and dcs.acquire_leader(name)
+        dcs.touch_member(name, {**MEMBER, "state": "running"})
+        assert dcs.claim_initialize() and dcs.set_config({"ttl": 30})
+        dcs.set_history([[1, 1, "r"]])
+        dcs.set_status({"optime": 5})
+        assert dcs.put_key("failover", {"leader": name})
+    b.delete_cluster()
+    view = b.snapshot()
+    assert (view.leader, view.members, view.initialize, view.config, view.history, view.failover) == (
+        None, (), None, None, (), None)
+    other = neighbour.snapshot()
+    assert other.leader == "n" and other.config == {"ttl": 30} and other.initialize == ""
+    b.delete_cluster()  # nothing left to delete: not an error
+    neighbour.close()

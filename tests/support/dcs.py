@@ -1,8 +1,9 @@
 """Harnesses that run the DCS contract suite (tests/contract/) against each backend, reusable by other tests.
 
-``MemoryHarness`` drives a fake clock; ``EtcdHarness`` runs against a real etcd, where "time passes" means polling
-a condition under a deadline. Both offer the same methods: ``agent()``, ``until(cond, within)``,
-``run_for(seconds, step, fn)``, ``keep_alive(agent)``, raw key access as "someone else", ``close()``.
+``MemoryHarness`` drives a fake clock; ``EtcdHarness`` and ``ZooKeeperHarness`` run against a real etcd or
+ZooKeeper, where "time passes" means polling a condition under a deadline. All offer the same methods:
+``agent()``, ``until(cond, within)``, ``run_for(seconds, step, fn)``, ``keep_alive(agent)``, raw key access as
+"someone else", ``close()``.
 """
 
 from __future__ import annotations
@@ -156,3 +157,55 @@ def silent_server() -> Iterator[int]:
         s.bind(("127.0.0.1", 0))
         s.listen(16)
         yield s.getsockname()[1]
+
+
+class ZooKeeperHarness(EtcdHarness):
+    """Against a real ZooKeeper (tests/support/zookeeper.py); raw access through a kazoo client of its own. A raw
+    key's "lease" is its znode's ephemeralOwner (the session id, 0 for a persistent znode)."""
+
+    kind = "zookeeper"
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server)
+        from kazoo.client import KazooClient
+        self.zk = KazooClient(hosts=server.endpoint, timeout=10.0)
+        self.zk.start(timeout=10)
+
+    def agent(self, ttl: int | None = None, hosts: list[tuple[str, int]] | None = None, timeout: float = 2.0,
+              **options: Any) -> Any:
+        from pgha.dcs.zookeeper import ZooKeeperDcs
+        dcs = ZooKeeperDcs(hosts or self.server.hosts, scope=self.scope, ttl=ttl or self.ttl, timeout=timeout,
+                           **options)
+        self.agents.append(dcs)
+        return dcs
+
+    def _path(self, rel: str) -> str:
+        return self.prefix + rel
+
+    def write_raw(self, rel: str, value: str) -> None:
+        from kazoo.exceptions import NoNodeError
+        try:
+            self.zk.set(self._path(rel), value.encode())
+        except NoNodeError:
+            self.zk.create(self._path(rel), value.encode(), makepath=True)
+
+    def delete_raw(self, rel: str) -> None:
+        from kazoo.exceptions import NoNodeError
+        try:
+            self.zk.delete(self._path(rel))
+        except NoNodeError:
+            pass
+
+    def raw(self, rel: str) -> tuple[str, int, int] | None:
+        """(value, mzxid, ephemeralOwner) of a znode, or None."""
+        from kazoo.exceptions import NoNodeError
+        try:
+            data, stat = self.zk.get(self._path(rel))
+        except NoNodeError:
+            return None
+        return data.decode(), stat.mzxid, stat.ephemeralOwner
+
+    def close(self) -> None:
+        super().close()
+        self.zk.stop()
+        self.zk.close()

@@ -376,12 +376,13 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert str(ConfigError(errors)) == "\n".join(errors)
 
 
-@pytest.mark.parametrize("dcs", ["consul", "zookeeper", "kubernetes", "raft", "exhibitor"])
+@pytest.mark.parametrize("dcs", ["consul", "kubernetes", "raft", "exhibitor"])
 def test_other_dcs_are_not_supported_yet(tmp_path, dcs):
     data = minimal()
     del data["etcd3"]
     data[dcs] = {"host": "127.0.0.1:8500"}
-    assert errors_of(tmp_path, data) == [f"{dcs}: not supported yet, only etcd3 (and etcd, served over v3)"]
+    assert errors_of(tmp_path, data) == [
+        f"{dcs}: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
 
 
 def test_a_dcs_section_is_required(tmp_path):
@@ -410,7 +411,7 @@ def test_original_consul_seed_gives_the_dcs_error(tmp_path):
     data["consul"] = {"host": "127.0.0.1:8500", "protocol": "http"}
     status, out, err = check(write(tmp_path, data), {})
     assert (status, out) == (1, [])
-    assert err == ["Error: consul: not supported yet, only etcd3 (and etcd, served over v3)"]
+    assert err == ["Error: consul: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------
@@ -612,7 +613,7 @@ def test_environment_for_an_unsupported_dcs(tmp_path):
     data = minimal()
     del data["etcd3"]
     assert errors_of(tmp_path, data, {"PATRONI_CONSUL_HOST": "127.0.0.1:8500"}) == [
-        "consul: not supported yet, only etcd3 (and etcd, served over v3)"]
+        "consul: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
 
 
 def test_environment_values_are_parsed(tmp_path):
@@ -695,7 +696,8 @@ def test_ctl_dcs_url_replaces_the_dcs_section(url, hosts, protocol, namespace):
 
 
 @pytest.mark.parametrize("url, error", [
-    ("consul://127.0.0.1:8500", "dcs_url: consul is not supported yet, only etcd3 (and etcd, served over v3)"),
+    ("consul://127.0.0.1:8500",
+     "dcs_url: consul is not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"),
     ("ftp://127.0.0.1", "dcs_url: expected etcd3://host:port, got 'ftp://127.0.0.1'"),
 ])
 def test_ctl_bad_dcs_url(url, error):
@@ -708,3 +710,82 @@ def test_ctl_config_needs_a_dcs():
     with pytest.raises(ConfigError) as info:
         load_ctl_config(None, None, {"PATRONI_SCOPE": "x"})
     assert info.value.errors == ["etcd3: required, expected a DCS section (etcd3, or etcd served over the v3 API)"]
+
+
+# --- the zookeeper section -------------------------------------------------------------------------------------
+
+def _zk(data: dict, section) -> dict:
+    del data["etcd3"]
+    data["zookeeper"] = section
+    return data
+
+
+@pytest.mark.parametrize("hosts", [["127.0.0.1:2181", "10.0.0.2:2182", "zk3"], "127.0.0.1:2181,10.0.0.2:2182,zk3"])
+def test_zookeeper_section_hosts_as_list_or_string(tmp_path, hosts):
+    config, warnings = load(tmp_path, _zk(minimal(), {"hosts": hosts}))
+    assert config.etcd is None and config.zookeeper is config.dcs
+    assert config.zookeeper.hosts == (("127.0.0.1", 2181), ("10.0.0.2", 2182), ("zk3", 2181))
+    assert (config.zookeeper.use_ssl, config.zookeeper.verify, config.zookeeper.auth_data) == (False, True, ())
+    assert warnings == []
+
+
+def test_zookeeper_section_tls_acls_and_auth(tmp_path):
+    section = {"hosts": ["zk1:2281"], "use_ssl": True, "cacert": "/etc/zk/ca.pem", "cert": "/etc/zk/c.pem",
+               "key": "/etc/zk/c.key", "key_password": "s3cret-key", "verify": False,
+               "set_acls": {"CN=principal1": ["CREATE", "read"], "CN=principal2": ["ALL"]},
+               "auth_data": {"digest": "user:s3cret-pw"}}
+    config, warnings = load(tmp_path, _zk(minimal(), section))
+    zk = config.zookeeper
+    assert (zk.use_ssl, zk.cacert, zk.cert, zk.key, zk.key_password, zk.verify) == (
+        True, "/etc/zk/ca.pem", "/etc/zk/c.pem", "/etc/zk/c.key", "s3cret-key", False)
+    assert dict(zk.set_acls) == {"CN=principal1": ("CREATE", "READ"), "CN=principal2": ("ALL",)}
+    assert zk.auth_data == (("digest", "user:s3cret-pw"),)
+    assert "s3cret" not in repr(zk) and "s3cret" not in repr(config) and warnings == []
+
+
+def test_zookeeper_section_errors(tmp_path):
+    assert errors_of(tmp_path, _zk(minimal(), {"host": "zk1:2181"})) == [
+        "zookeeper.hosts: required, expected host:port entries (a list or a comma-separated string)"]
+    assert errors_of(tmp_path, _zk(minimal(), {"hosts": ["zk1:2181", "zk2:99999"]})) == [
+        "zookeeper.hosts[1]: expected host:port with a port in 1..65535, got 'zk2:99999'"]
+    bad = {"hosts": "zk1", "set_acls": {"CN=x": ["FLY"]}, "auth_data": "digest:user:s3cret", "key_password": 5}
+    errors = errors_of(tmp_path, _zk(minimal(), bad))
+    assert errors[0].startswith("zookeeper.key_password: expected a string")
+    assert errors[1:] == ["zookeeper.set_acls.CN=x: expected a list of permissions (READ, WRITE, CREATE, DELETE, "
+                          "ADMIN, ALL), got ['FLY']",
+                          "zookeeper.auth_data: expected a mapping of scheme: credential (or [scheme, credential] "
+                          "pairs)"]
+    assert not any("s3cret" in e or "5" in e.split(":", 1)[1] for e in errors[:1])
+
+
+def test_zookeeper_and_etcd_together_is_an_error(tmp_path):
+    data = minimal()
+    data["zookeeper"] = {"hosts": ["zk1:2181"]}
+    assert errors_of(tmp_path, data) == ["etcd3: expected exactly one DCS section, found both etcd3 and zookeeper"]
+
+
+def test_zookeeper_from_the_environment(tmp_path):
+    data = minimal()
+    del data["etcd3"]
+    env = {"PATRONI_ZOOKEEPER_HOSTS": "['127.0.0.1:2181', '127.0.0.1:2182']", "PATRONI_ZOOKEEPER_USE_SSL": "true"}
+    config, _ = load(tmp_path, data, env)
+    assert config.zookeeper.hosts == (("127.0.0.1", 2181), ("127.0.0.1", 2182)) and config.zookeeper.use_ssl
+
+
+def test_ctl_config_with_zookeeper(tmp_path):
+    path = write(tmp_path, {"scope": "batman", "zookeeper": {"hosts": "127.0.0.1:2181"}})
+    ctl = load_ctl_config(path, None, {})
+    assert ctl.etcd is None and ctl.dcs.hosts == (("127.0.0.1", 2181),)
+    ctl = load_ctl_config(None, "zookeeper://10.0.0.1/db", {})
+    assert (ctl.zookeeper.hosts, ctl.namespace) == ((("10.0.0.1", 2181),), "/db")
+
+
+def test_dcs_from_config_builds_the_named_backend(tmp_path):
+    from pgha.dcs import Etcd3Dcs, dcs_from_config
+    from pgha.dcs.zookeeper import ZooKeeperDcs
+    zk_config, _ = load(tmp_path, _zk(minimal(), {"hosts": ["127.0.0.1:2181"], "set_acls": {"CN=a": ["ALL"]}}))
+    dcs = dcs_from_config(zk_config.dcs, namespace="/db", scope="batman", ttl=30)
+    assert isinstance(dcs, ZooKeeperDcs) and dcs.ensemble == "127.0.0.1:2181" and dcs.root == "/db/batman"
+    assert [(a.id.scheme, a.id.id, a.perms) for a in dcs._options["default_acl"]] == [("x509", "CN=a", 31)]
+    etcd_config, _ = load(tmp_path, minimal())
+    assert isinstance(dcs_from_config(etcd_config.dcs, scope="batman", ttl=30), Etcd3Dcs)

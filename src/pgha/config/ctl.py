@@ -6,8 +6,12 @@ replaces the file's DCS section, as in Patroni (``patroni/ctl.py`` ``parse_dcs``
 
 Rules
 1. ``dcs_url`` is ``[etcd3|etcd|http|https]://host[:port][/namespace]``; the port defaults to 2379, the host to
-   localhost, and a path sets the namespace. ``consul``/``zookeeper``/``exhibitor`` URLs are "not supported yet".
+   localhost, and a path sets the namespace; ``zookeeper://host[:port][/namespace]`` (port 2181) names a
+   ZooKeeper. ``consul``/``exhibitor``/... URLs are "not supported yet". ``CtlConfig.dcs`` is the section in use.
 2. Errors are ``ConfigError`` with the usual ``"<key.path>: <expected>"`` lines; secrets are never shown.
+3. The write verbs call the members' REST APIs with ``ctl.authentication``, else ``restapi.authentication``
+   (Patroni's ``PatroniRequest``); TLS from ``ctl.cacert``/``certfile``/``keyfile`` (else ``restapi.cafile``...),
+   ``ctl.insecure`` (or ``-k``) skips the server certificate check.
 """
 
 from __future__ import annotations
@@ -20,11 +24,11 @@ from urllib.parse import urlsplit
 from pgha.config.errors import ConfigError
 from pgha.config.load import normalise_namespace, read_raw
 from pgha.config.read import Reader
-from pgha.config.schema import Etcd
-from pgha.config.sections import ETCD_DEFAULT_PORT, read_dcs
+from pgha.config.schema import Etcd, ZooKeeper
+from pgha.config.sections import ETCD_DEFAULT_PORT, ZOOKEEPER_DEFAULT_PORT, read_dcs
 
 _ETCD_SCHEMES = {"": "http", "etcd": "http", "etcd3": "http", "http": "http", "https": "https"}
-_OTHER_SCHEMES = ("consul", "zookeeper", "exhibitor", "kubernetes", "raft")
+_OTHER_SCHEMES = ("consul", "exhibitor", "kubernetes", "raft")
 
 
 @dataclass(frozen=True)
@@ -33,10 +37,22 @@ class CtlConfig:
 
     scope: str | None
     namespace: str
-    etcd: Etcd
+    etcd: Etcd | None  # None when the DCS is ZooKeeper
     username: str | None = None  # the superuser role, if the configuration names one
     dbname: str = "postgres"
     pgpass: str | None = None
+    zookeeper: ZooKeeper | None = None
+    api_auth: tuple[str, str] | None = None  # Basic auth for the members' REST APIs (rule 3)
+    insecure: bool = False
+    cacert: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+
+    @property
+    def dcs(self) -> Etcd | ZooKeeper:
+        dcs = self.zookeeper or self.etcd
+        assert dcs is not None
+        return dcs
 
 
 def load_ctl_config(path: str | None, dcs_url: str | None = None,
@@ -56,29 +72,55 @@ def load_ctl_config(path: str | None, dcs_url: str | None = None,
     login = _superuser(pg)
     if r.errors or etcd is None:
         raise ConfigError(r.errors)
-    return CtlConfig(scope=scope, namespace=normalise_namespace(namespace), etcd=etcd, username=login,
+    zookeeper = etcd if isinstance(etcd, ZooKeeper) else None
+    return CtlConfig(scope=scope, namespace=normalise_namespace(namespace), etcd=None if zookeeper else etcd,
+                     zookeeper=zookeeper, username=login,
                      dbname=pg.get("database") if isinstance(pg.get("database"), str) else "postgres",
-                     pgpass=pg.get("pgpass") if isinstance(pg.get("pgpass"), str) else None)
+                     pgpass=pg.get("pgpass") if isinstance(pg.get("pgpass"), str) else None,
+                     **_api_access(raw))
 
 
-def parse_dcs_url(r: Reader, url: str) -> tuple[Etcd | None, str | None]:
-    """(etcd endpoint, namespace from the URL path or None)."""
+def parse_dcs_url(r: Reader, url: str) -> tuple[Etcd | ZooKeeper | None, str | None]:
+    """(DCS endpoint, namespace from the URL path or None)."""
     try:
         parts = urlsplit(url if "://" in url else f"etcd3://{url}")
-        port = parts.port or ETCD_DEFAULT_PORT
+        port = parts.port or (ZOOKEEPER_DEFAULT_PORT if parts.scheme == "zookeeper" else ETCD_DEFAULT_PORT)
     except ValueError:
         r.error("dcs_url", "expected etcd3://host:port", url)
         return None, None
     if parts.scheme in _OTHER_SCHEMES:
-        r.error("dcs_url", f"{parts.scheme} is not supported yet, only etcd3 (and etcd, served over v3)")
+        r.error("dcs_url",
+                f"{parts.scheme} is not supported yet, only etcd3 (and etcd, served over v3) and zookeeper")
         return None, None
-    if parts.scheme not in _ETCD_SCHEMES:
+    if parts.scheme not in _ETCD_SCHEMES and parts.scheme != "zookeeper":
         r.error("dcs_url", "expected etcd3://host:port", url)
         return None, None
     namespace = parts.path.strip() if parts.path.strip() not in ("", "/") else None
+    if parts.scheme == "zookeeper":
+        return ZooKeeper(hosts=((parts.hostname or "localhost", port),)), namespace
     etcd = Etcd(hosts=((parts.hostname or "localhost", port),), protocol=_ETCD_SCHEMES[parts.scheme],
                 v2_section=parts.scheme == "etcd")
     return etcd, namespace
+
+
+def _api_access(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Rule 3: what the write verbs need to call the members' REST APIs."""
+    ctl = raw.get("ctl") if isinstance(raw.get("ctl"), Mapping) else {}
+    restapi = raw.get("restapi") if isinstance(raw.get("restapi"), Mapping) else {}
+    auth = None
+    for section in (ctl, restapi):
+        value = section.get("authentication")
+        if isinstance(value, Mapping) and value.get("username") is not None:
+            auth = (str(value["username"]), str(value.get("password") or ""))
+            break
+
+    def text(*values: Any) -> str | None:
+        return next((v for v in values if isinstance(v, str) and v), None)
+    insecure = ctl.get("insecure")
+    return {"api_auth": auth, "insecure": insecure in (True, "true", "True", "on", "yes", 1),
+            "cacert": text(ctl.get("cacert"), restapi.get("cafile")),
+            "certfile": text(ctl.get("certfile"), restapi.get("certfile")),
+            "keyfile": text(ctl.get("keyfile"), restapi.get("keyfile"))}
 
 
 def _superuser(pg: Mapping[str, Any]) -> str | None:

@@ -27,6 +27,9 @@ _AUTH = {k: S for k in AUTH_PARAMS}
 _ETCD = {**{k: S for k in ("host", "hosts", "url", "port", "protocol", "username", "password", "cacert", "cert",
                            "key")},
          **{k: U for k in ("srv", "srv_suffix", "proxy", "use_proxies", "key_password", "retry_timeout")}}
+_ZOOKEEPER = {**{k: S for k in ("hosts", "use_ssl", "cacert", "cert", "key", "key_password", "verify",
+                                 "auth_data")},
+              "set_acls": FREE}
 _RESTAPI = {
     **{k: S for k in ("listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
                       "verify_client", "allowlist", "allowlist_include_members", "auth")},
@@ -53,10 +56,11 @@ _BOOTSTRAP = {"dcs": "dynamic", "method": S, "initdb": S, "pg_hba": S, "post_boo
               "users": X}
 TREE: dict[str, Any] = {
     "name": S, "scope": S, "namespace": S, "tags": FREE,
-    "restapi": _RESTAPI, "etcd": _ETCD, "etcd3": _ETCD, "bootstrap": _BOOTSTRAP, "postgresql": _POSTGRESQL,
+    "restapi": _RESTAPI, "etcd": _ETCD, "etcd3": _ETCD, "zookeeper": _ZOOKEEPER, "bootstrap": _BOOTSTRAP,
+    "postgresql": _POSTGRESQL,
     "watchdog": "watchdog",
     **{k: U for k in ("log", "ctl", "citus", "thread_pool_size", "thread_stack_size")},
-    **{k: FREE for k in ("consul", "zookeeper", "kubernetes", "raft", "exhibitor")},  # errors elsewhere
+    **{k: FREE for k in ("consul", "kubernetes", "raft", "exhibitor")},  # errors elsewhere
 }
 _WATCHDOG = ("mode", "device", "safety_margin", "driver")
 

@@ -5,7 +5,8 @@ Rules
    else ``PATRONI_CONFIGURATION`` (YAML text); else ``PATRONI_*`` variables alone.
 2. Every problem is collected before failing: ``ConfigError.errors`` lists them all, each naming its key path and
    what was expected. Secrets are never quoted back.
-3. Required: ``scope``, ``name``, ``restapi.listen``, ``restapi.connect_address``, one DCS section (etcd3/etcd),
+3. Required: ``scope``, ``name``, ``restapi.listen``, ``restapi.connect_address``, one DCS section (etcd3/etcd/
+   zookeeper: ``Config.etcd`` or ``Config.zookeeper``, the other None; ``Config.dcs`` is the one in use),
    ``postgresql.listen``, ``postgresql.connect_address``, ``postgresql.data_dir`` and the replication username.
 4. The warnings returned are at most three lines: keys not supported yet, unknown keys, and the notice that an
    ``etcd:`` section is served over the v3 API (see ``keys``).
@@ -22,7 +23,7 @@ from pgha.config import keys
 from pgha.config.errors import ConfigError
 from pgha.config.postgres import read_postgresql
 from pgha.config.read import Reader
-from pgha.config.schema import Config
+from pgha.config.schema import Config, ZooKeeper
 from pgha.config.sections import read_bootstrap, read_dcs, read_restapi, read_tags, read_watchdog_mode
 from pgha.config.sources import SourceError, environment_config, load_path, parse_yaml, patch_config
 from pgha.core.dynamic import freeze
@@ -43,7 +44,7 @@ def load_config(path: str | None, env: Mapping[str, str] | None = None) -> tuple
     if reader.errors or config is None:
         raise ConfigError(reader.errors)
     unsupported, unknown = keys.ignored(raw, config.watchdog_mode)
-    return config, keys.warning_lines(unsupported, unknown, config.etcd.v2_section)
+    return config, keys.warning_lines(unsupported, unknown, config.etcd is not None and config.etcd.v2_section)
 
 
 def read_raw(path: str | None, env: Mapping[str, str]) -> tuple[dict, str, list[str]]:
@@ -70,15 +71,17 @@ def build_config(r: Reader, raw: Mapping[str, Any], source: str, env: Mapping[st
     name = _read_name(r, raw, pg_section)
     namespace = normalise_namespace(r.string(raw, "namespace", default="/service") or "/service")
     restapi = read_restapi(r, raw)
-    etcd = read_dcs(r, raw)
+    dcs = read_dcs(r, raw)
     bootstrap = read_bootstrap(r, raw)
     postgresql = read_postgresql(r, raw, name or "", env)
     tags = read_tags(r, raw)
     watchdog_mode = read_watchdog_mode(r, raw)
-    if None in (scope, name, restapi, etcd, postgresql):
+    if None in (scope, name, restapi, dcs, postgresql):
         return None
-    return Config(scope=scope, name=name, namespace=namespace, restapi=restapi, etcd=etcd, bootstrap=bootstrap,
-                  postgresql=postgresql, tags=tags, watchdog_mode=watchdog_mode, raw=freeze(raw), source=source)
+    zookeeper = dcs if isinstance(dcs, ZooKeeper) else None
+    return Config(scope=scope, name=name, namespace=namespace, restapi=restapi, etcd=None if zookeeper else dcs,
+                  bootstrap=bootstrap, postgresql=postgresql, tags=tags, watchdog_mode=watchdog_mode,
+                  raw=freeze(raw), source=source, zookeeper=zookeeper)
 
 
 def _read_name(r: Reader, raw: Mapping[str, Any], pg: Mapping[str, Any]) -> str | None:

@@ -17,7 +17,7 @@ from typing import Any, Mapping
 
 from pgha.core.dynamic import parse_bool, parse_int, show
 
-SECRET_KEYS = frozenset({"password", "sslpassword", "keyfile_password", "auth"})
+SECRET_KEYS = frozenset({"password", "sslpassword", "keyfile_password", "auth", "key_password", "auth_data"})
 # Sections that hold secrets: a wrong value under them is never quoted (it may be "user:password").
 SECRET_SECTIONS = frozenset({"authentication", "replication", "superuser", "rewind", "pg_rewind"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "*", "::"})

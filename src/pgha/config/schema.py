@@ -5,8 +5,8 @@
 
 Rules
 1. Every class is frozen; mappings are ``MappingProxyType`` and lists are tuples (see ``pgha.core.dynamic.freeze``).
-2. Secrets never show in ``repr``: ``Auth``, ``Etcd`` and ``RestApi`` mask their passwords, and ``Config.raw``
-   (which holds the merged YAML, passwords included) is left out of ``repr`` altogether.
+2. Secrets never show in ``repr``: ``Auth``, ``Etcd``, ``ZooKeeper`` and ``RestApi`` mask their secrets, and
+   ``Config.raw`` (which holds the merged YAML, passwords included) is left out of ``repr`` altogether.
 3. Addresses are kept as ``"host:port"`` strings, as written; ports were checked to be in 1..65535.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-SECRET_FIELDS = frozenset({"password", "sslpassword", "keyfile_password"})
+SECRET_FIELDS = frozenset({"password", "sslpassword", "keyfile_password", "key_password", "auth_data"})
 
 
 def masked_repr(obj: Any) -> str:
@@ -99,6 +99,24 @@ class Etcd:
         return tuple(f"{self.protocol}://{_bracket(h)}:{p}" for h, p in self.hosts)
 
 
+@dataclass(frozen=True, repr=False)
+class ZooKeeper:
+    """Patroni's ``zookeeper`` section (kazoo's connection settings)."""
+
+    hosts: tuple[tuple[str, int], ...]
+    use_ssl: bool = False
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    key_password: str | None = None
+    verify: bool = True
+    set_acls: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: _EMPTY)  # x509 principal -> perms
+    auth_data: tuple[tuple[str, str], ...] = ()  # (scheme, credential) pairs, e.g. ("digest", "user:password")
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     dcs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -140,13 +158,21 @@ class Config:
     name: str
     namespace: str
     restapi: RestApi
-    etcd: Etcd
+    etcd: Etcd | None  # None when the DCS is ZooKeeper
     bootstrap: Bootstrap
     postgresql: Postgresql
     tags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     watchdog_mode: str = "automatic"  # off | automatic | required
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False)
     source: str = "environment"
+    zookeeper: ZooKeeper | None = None
+
+    @property
+    def dcs(self) -> Etcd | ZooKeeper:
+        """The DCS section in use (``pgha.dcs.dcs_from_config`` builds its backend)."""
+        dcs = self.zookeeper or self.etcd
+        assert dcs is not None
+        return dcs
 
     @property
     def prefix(self) -> str:

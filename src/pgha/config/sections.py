@@ -1,8 +1,8 @@
 """Reading the ``restapi``, DCS (``etcd3``/``etcd``), ``bootstrap``, ``tags`` and ``watchdog`` sections.
 
 Rules
-1. Exactly one DCS section: ``etcd3``, or ``etcd`` (Patroni's v2 API section, which pgha serves over the v3 API).
-   ``consul``, ``zookeeper``, ``kubernetes``, ``raft`` and ``exhibitor`` are recognised but not supported yet:
+1. Exactly one DCS section: ``etcd3``, ``etcd`` (Patroni's v2 API section, which pgha serves over the v3 API) or
+   ``zookeeper``. ``consul``, ``kubernetes``, ``raft`` and ``exhibitor`` are recognised but not supported yet:
    they are errors, since the agent cannot run without its DCS.
 2. etcd endpoints come from ``hosts`` (a list, or ``"h1:p1,h2:p2"``), else ``url`` (``http(s)://h:p``, several
    comma-separated), else ``host``; a missing port is 2379 (or the section's ``port``). ``protocol`` wins over a
@@ -13,6 +13,9 @@ Rules
 4. initdb/basebackup options render as Patroni does: ``data-checksums`` -> ``--data-checksums``,
    ``{encoding: UTF8}`` -> ``--encoding=UTF8``; options pgha itself sets (pgdata, ...) are refused.
 5. ``restapi.auth: "user:password"`` (the legacy form) is read when ``restapi.authentication`` is absent.
+6. ``zookeeper.hosts`` is a list or ``"h1:p1,h2:p2"`` (a missing port is 2181); ``set_acls`` maps an x509 principal
+   to permissions (READ, WRITE, CREATE, DELETE, ADMIN, ALL), as in Patroni; ``auth_data`` maps a scheme to a
+   credential (or is a list of [scheme, credential] pairs).
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from pgha.config.read import Reader, address_problem, join, split_host_port
-from pgha.config.schema import Bootstrap, Etcd, RestApi
+from pgha.config.schema import Bootstrap, Etcd, RestApi, ZooKeeper
 from pgha.core.dynamic import DynamicConfig, freeze, parse_bool, parse_int
 
-SUPPORTED_DCS = ("etcd3", "etcd")
-UNSUPPORTED_DCS = ("consul", "zookeeper", "kubernetes", "raft", "exhibitor")
+SUPPORTED_DCS = ("etcd3", "etcd", "zookeeper")
+UNSUPPORTED_DCS = ("consul", "kubernetes", "raft", "exhibitor")
 ETCD_DEFAULT_PORT = 2379
+ZOOKEEPER_DEFAULT_PORT = 2181
+ZOOKEEPER_PERMISSIONS = ("READ", "WRITE", "CREATE", "DELETE", "ADMIN", "ALL")
 INITDB_FORBIDDEN = frozenset({"pgdata", "nosync", "pwfile", "sync-only", "version"})
 BASEBACKUP_FORBIDDEN = frozenset({"pgdata", "format", "wal-method", "xlog-method", "write-recovery-conf",
                                   "version"})
@@ -71,19 +76,76 @@ def _restapi_auth(r: Reader, sec: Mapping[str, Any]) -> tuple[str | None, str | 
 
 # --- DCS -------------------------------------------------------------------------------------------------------
 
-def read_dcs(r: Reader, raw: Mapping[str, Any]) -> Etcd | None:
+def read_dcs(r: Reader, raw: Mapping[str, Any]) -> Etcd | ZooKeeper | None:
     for name in UNSUPPORTED_DCS:
         if name in raw:
-            r.error(name, "not supported yet, only etcd3 (and etcd, served over v3)")
+            r.error(name, "not supported yet, only etcd3 (and etcd, served over v3) and zookeeper")
     present = [name for name in SUPPORTED_DCS if name in raw]
     if len(present) > 1:
-        r.error("etcd3", "expected exactly one DCS section, found both etcd and etcd3")
+        r.error(present[0], f"expected exactly one DCS section, found both {' and '.join(sorted(present))}")
         return None
     if not present:
         if not any(name in raw for name in UNSUPPORTED_DCS):
             r.error("etcd3", "required, expected a DCS section (etcd3, or etcd served over the v3 API)")
         return None
+    if present[0] == "zookeeper":
+        return read_zookeeper(r, raw)
     return _read_etcd(r, raw, present[0])
+
+
+def read_zookeeper(r: Reader, raw: Mapping[str, Any]) -> ZooKeeper | None:
+    sec = r.section(raw, "zookeeper")
+    value = sec.get("hosts")
+    items = value.split(",") if isinstance(value, str) else value
+    if value is None:
+        r.error("zookeeper.hosts", "required, expected host:port entries (a list or a comma-separated string)")
+        return None
+    if not isinstance(items, (list, tuple)) or not items:
+        r.error("zookeeper.hosts", "expected host:port entries (a list or a comma-separated string)", value)
+        return None
+    indexed = isinstance(value, (list, tuple)) or len(items) > 1
+    hosts = []
+    for i, item in enumerate(items):
+        parsed = _endpoint(r, item, f"zookeeper.hosts[{i}]" if indexed else "zookeeper.hosts",
+                           ZOOKEEPER_DEFAULT_PORT, False)
+        if parsed is None:
+            return None
+        if parsed[2]:
+            r.error(f"zookeeper.hosts[{i}]" if indexed else "zookeeper.hosts", "expected host:port", item)
+            return None
+        hosts.append(parsed[:2])
+    files = {k: r.string(sec, k, "zookeeper") for k in ("cacert", "cert", "key", "key_password")}
+    use_ssl = bool(r.boolean(sec, "use_ssl", "zookeeper", False))
+    verify = bool(r.boolean(sec, "verify", "zookeeper", True))
+    return ZooKeeper(hosts=tuple(hosts), use_ssl=use_ssl, verify=verify, set_acls=_zookeeper_acls(r, sec),
+                     auth_data=_zookeeper_auth(r, sec), **files)
+
+
+def _zookeeper_acls(r: Reader, sec: Mapping[str, Any]) -> Mapping[str, tuple[str, ...]]:
+    acls = r.section(sec, "set_acls", "zookeeper")
+    out = {}
+    for principal, perms in acls.items():
+        where = f"zookeeper.set_acls.{principal}"
+        perms = [perms] if isinstance(perms, str) else perms
+        if not isinstance(perms, (list, tuple)) or not all(isinstance(p, str) for p in perms) \
+                or not {p.upper() for p in perms} <= set(ZOOKEEPER_PERMISSIONS):
+            r.error(where, f"expected a list of permissions ({', '.join(ZOOKEEPER_PERMISSIONS)})", perms)
+            continue
+        out[str(principal)] = tuple(p.upper() for p in perms)
+    return freeze(out)
+
+
+def _zookeeper_auth(r: Reader, sec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    value = sec.get("auth_data")
+    if value is None:
+        return ()
+    pairs = list(value.items()) if isinstance(value, Mapping) else value
+    if not isinstance(pairs, (list, tuple)) or not all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and all(isinstance(x, str) and x for x in p)
+            for p in pairs):
+        r.error("zookeeper.auth_data", "expected a mapping of scheme: credential (or [scheme, credential] pairs)")
+        return ()
+    return tuple((scheme, credential) for scheme, credential in pairs)
 
 
 def _read_etcd(r: Reader, raw: Mapping[str, Any], name: str) -> Etcd | None:

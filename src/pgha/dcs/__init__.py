@@ -1,14 +1,18 @@
-"""DCS backends behind ``pgha.ports.Dcs``: etcd v3 (etcd3.py) and the in-memory one (memory.py).
+"""DCS backends behind ``pgha.ports.Dcs``: etcd v3 (etcd3.py), ZooKeeper (zookeeper.py) and the in-memory one
+(memory.py).
 
-Keys and values are Patroni's (keys.py). ``make_dcs`` builds the etcd backend from the configuration's values; the
-in-memory one is built directly by the simulator and the tests.
+Keys and values are Patroni's (keys.py). ``make_dcs`` builds the etcd backend from the configuration's values;
+``dcs_from_config`` builds whichever backend a configuration's DCS section names (``Config.dcs``: ``Etcd`` or
+``ZooKeeper``); the in-memory one is built directly by the simulator and the tests.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from pgha.dcs.etcd3 import DEFAULT_TIMEOUT, Etcd3Client, Etcd3Dcs
 
-__all__ = ["Etcd3Dcs", "make_dcs"]
+__all__ = ["Etcd3Dcs", "dcs_from_config", "make_dcs"]
 
 
 def make_dcs(*, hosts: list[tuple[str, int]], protocol: str = "http", username: str | None = None,
@@ -19,3 +23,21 @@ def make_dcs(*, hosts: list[tuple[str, int]], protocol: str = "http", username: 
     client = Etcd3Client(list(hosts), protocol=protocol, username=username, password=password, cacert=cacert,
                          cert=cert, key=key, timeout=timeout)
     return Etcd3Dcs(client, namespace=namespace, scope=scope, ttl=ttl)
+
+
+def dcs_from_config(section: Any, *, namespace: str = "/service", scope: str, ttl: int,
+                    timeout: float = DEFAULT_TIMEOUT) -> Any:
+    """The backend for a configuration's DCS section (``pgha.config.schema.Etcd`` or ``ZooKeeper``)."""
+    from pgha.config.schema import Etcd, ZooKeeper
+    if isinstance(section, ZooKeeper):
+        from pgha.dcs.zookeeper import ZooKeeperDcs
+        return ZooKeeperDcs(list(section.hosts), namespace=namespace, scope=scope, ttl=ttl, timeout=timeout,
+                            use_ssl=section.use_ssl, cacert=section.cacert, cert=section.cert, key=section.key,
+                            key_password=section.key_password, verify=section.verify,
+                            set_acls={p: list(perms) for p, perms in section.set_acls.items()},
+                            auth_data=list(section.auth_data))
+    if isinstance(section, Etcd):
+        return make_dcs(hosts=list(section.hosts), protocol=section.protocol, username=section.username,
+                        password=section.password, cacert=section.cacert, cert=section.cert, key=section.key,
+                        namespace=namespace, scope=scope, ttl=ttl, timeout=timeout)
+    raise TypeError(f"not a DCS section: {type(section).__name__}")

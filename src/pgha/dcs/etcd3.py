@@ -60,13 +60,15 @@ def _compact(value: Any) -> str:
 
 
 class _LeaderWatch:
-    """Streams the cluster prefix and sets ``changed`` on every put or delete of the leader key."""
+    """Streams the cluster prefix and sets ``changed`` on every put or delete of the leader key, or of the
+    ``failover`` key (a switchover request is acted on at once, not at the next loop_wait)."""
 
     IDLE = 5.0  # read timeout: an idle stream is re-opened from the next revision
 
     def __init__(self, client: Etcd3Client, prefix: str, leader_key: str, start_revision: int | None):
         self.changed = threading.Event()
         self._client, self._prefix, self._leader = client, prefix, leader_key
+        self._failover = prefix + "failover"
         self._next_rev = start_revision
         self._stop = threading.Event()
         self._response: requests.Response | None = None
@@ -117,7 +119,7 @@ class _LeaderWatch:
         for event in result.get("events") or []:
             kv = event.get("kv") or {}
             self._next_rev = max(self._next_rev or 0, int(kv.get("mod_revision", 0)) + 1)
-            if unb64(kv.get("key")) == self._leader:
+            if unb64(kv.get("key")) in (self._leader, self._failover):
                 self.changed.set()
 
     def stop(self, wait: float = 1.0) -> None:
@@ -335,6 +337,11 @@ class Etcd3Dcs:
         if key not in PERMANENT:
             raise ValueError(f"not a permanent key pgha writes whole: {key!r}")
         return self.keys.key(key)
+
+    def delete_cluster(self, timeout: float | None = None) -> None:
+        prefix = self.keys.prefix
+        self._post("/kv/deleterange", {"key": b64(prefix), "range_end": b64(prefix_end(prefix))},
+                   self.client.deadline(timeout))
 
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None:
         self._set(self.keys.history, _compact(history), timeout)

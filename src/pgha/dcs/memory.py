@@ -269,6 +269,11 @@ class MemoryDcs:
         entry = self.store.get(full)
         return entry.mod_rev if entry is not None else 0
 
+    def delete_cluster(self, timeout: float | None = None) -> None:
+        self._enter()
+        for key in list(self.store.range(self.keys.prefix)):
+            self.store.delete(key)
+
     def set_history(self, history: list[list[Any]], timeout: float | None = None) -> None:
         self._enter()
         self.store.put(self.keys.history, json.dumps(history, separators=(",", ":")))
