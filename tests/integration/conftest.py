@@ -28,7 +28,8 @@ TEST_TIMING = {"ttl": 5, "loop_wait": 1, "retry_timeout": 1}
 
 def port_block_free(base: int) -> bool:
     ports = [base + i for i in range(5)] + [base + 100 + i for i in range(5)] + [base + 150 + i for i in range(5)]
-    for port in ports + [base + 200, base + 201]:
+    ports += [base + 200, base + 201] + [base + 300 + i for i in range(10)]  # etcd; HAProxy (pgha's, tests' own)
+    for port in ports:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
@@ -69,10 +70,15 @@ def make_workdir() -> str:
 
 
 @pytest.fixture(scope="module")
-def cluster():
+def cluster(request):
+    # A module may run the shared tests on another DCS: `DCS = "zookeeper"` at its top (test_zookeeper.py).
+    yield from local_cluster(getattr(request.module, "DCS", "etcd"))
+
+
+def local_cluster(dcs_kind: str):
     root = make_workdir()
     layout = Layout(os.path.join(root, "c"), 3, free_base_port())
-    local = LocalCluster(layout, say=lambda line: None)
+    local = LocalCluster(layout, say=lambda line: None, dcs_kind=dcs_kind)
     try:
         local.up(timeout=240, timing=TEST_TIMING)
         yield local
@@ -88,3 +94,11 @@ def connect(layout: Layout, i: int, **kw) -> psycopg.Connection:
         password = yaml.safe_load(f)["postgresql"]["authentication"]["superuser"]["password"]
     return psycopg.connect(host="127.0.0.1", port=layout.pg_port(i), user="postgres", password=password,
                            dbname="postgres", connect_timeout=3, autocommit=True, **kw)
+
+
+def api_auth(layout: Layout) -> tuple[str, str]:
+    """The REST API credentials `pgha up` generated (restapi.authentication in each node's pgha.yml)."""
+    import yaml
+    with open(os.path.join(layout.node_dir(0), "pgha.yml")) as f:
+        auth = yaml.safe_load(f)["restapi"]["authentication"]
+    return auth["username"], auth["password"]

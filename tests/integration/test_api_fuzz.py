@@ -35,7 +35,7 @@ from pgha.api.openapi import load_spec
 from pgha.local.cluster import LocalCluster
 from pgha.local.layout import Layout
 
-from .conftest import TEST_TIMING, free_base_port, make_workdir, wait_for
+from .conftest import TEST_TIMING, api_auth, free_base_port, make_workdir, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,6 +78,7 @@ class FuzzRun:
     call_timeout: float
     finished: float = 0.0
     sent: int = 0
+    auth: tuple[str, str] | None = None  # the node's REST API credentials: the writes must get past 401
     problems: dict[str, tuple[int, list[str]]] = field(default_factory=dict)
     undocumented: dict[str, int] = field(default_factory=dict)
 
@@ -86,7 +87,7 @@ class FuzzRun:
             return  # over budget: check() fails the run; the remaining examples are not sent
         self.sent += 1
         try:
-            response = case.call(base_url=self.base_url, timeout=self.call_timeout)
+            response = case.call(base_url=self.base_url, timeout=self.call_timeout, auth=self.auth)
         except requests.RequestException as exc:
             self._problem(f"{label}: no answer ({type(exc).__name__})", case)
             return
@@ -169,7 +170,7 @@ def _generate(run: FuzzRun, operation: Any) -> None:
 def _fuzz(node: "Node", methods: tuple[str, ...], budget: float, call_timeout: float,
           edge_cases: Callable[[FuzzRun, Any], None]) -> FuzzRun:
     spec = load_spec()
-    run = FuzzRun(node.base_url, spec, time.monotonic() + budget, call_timeout)
+    run = FuzzRun(node.base_url, spec, time.monotonic() + budget, call_timeout, auth=node.auth)
     operations = _operations(spec, methods)
     for operation in operations:  # first, while the node is as the fixture left it
         edge_cases(run, operation)
@@ -194,6 +195,7 @@ def _write_edges(run: FuzzRun, operation: Any) -> None:
 @dataclass(frozen=True)
 class Node:
     base_url: str
+    auth: tuple[str, str] | None = None
 
     def status(self) -> dict[str, Any]:
         response = requests.get(self.base_url + "/patroni", timeout=5)
@@ -223,7 +225,7 @@ def node():
     local = LocalCluster(layout, say=lambda line: None)
     try:
         local.up(timeout=240, timing=TEST_TIMING)
-        one = Node(f"http://127.0.0.1:{layout.api_port(0)}")
+        one = Node(f"http://127.0.0.1:{layout.api_port(0)}", api_auth(layout))
         one.wait_running(60)
         yield one
     finally:

@@ -15,7 +15,6 @@ import psycopg
 import pytest
 import yaml
 
-from pgha.dcs import make_dcs
 from pgha.local.layout import SCOPE
 
 from .conftest import TEST_TIMING, connect, wait_for
@@ -28,7 +27,7 @@ def node_index(name: str) -> int:
 
 
 def snapshot(cluster):
-    dcs = make_dcs(hosts=[("127.0.0.1", cluster.layout.etcd_port)], namespace="/service", scope=SCOPE, ttl=10)
+    dcs = cluster.dcs()  # etcd or ZooKeeper, whichever the cluster runs on
     try:
         return dcs.snapshot(timeout=3)
     finally:

@@ -57,5 +57,5 @@ def test_cluster_and_metrics(cluster):
     assert sorted(m["role"] for m in members) == ["leader", "replica", "replica"]
     metrics = requests.get(url(cluster, leader, "/metrics"), timeout=2).text
     assert 'patroni_primary{scope="pgha-local",name="node' in metrics
-    assert requests.post(url(cluster, leader, "/switchover"), timeout=2).status_code == 400  # no body
+    assert requests.post(url(cluster, leader, "/switchover"), timeout=2).status_code == 401  # writes need auth
     assert snapshot(cluster).member(f"node{leader}").api_url == f"http://127.0.0.1:{cluster.layout.api_port(leader)}/patroni"

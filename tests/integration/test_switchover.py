@@ -10,7 +10,7 @@ import datetime
 import pytest
 import requests
 
-from .conftest import connect, wait_for
+from .conftest import api_auth, connect, wait_for
 from .test_cluster import leader_and_replicas, snapshot
 
 pytestmark = pytest.mark.integration
@@ -20,8 +20,9 @@ def api(cluster, i: int, path: str) -> str:
     return f"http://127.0.0.1:{cluster.layout.api_port(i)}{path}"
 
 
-def post(cluster, i: int, path: str, body=None, timeout: float = 60, method: str = "POST"):
-    return requests.request(method, api(cluster, i, path), json=body, timeout=timeout)
+def post(cluster, i: int, path: str, body=None, timeout: float = 60, method: str = "POST", auth=True):
+    credentials = api_auth(cluster.layout) if auth else None
+    return requests.request(method, api(cluster, i, path), json=body, timeout=timeout, auth=credentials)
 
 
 def settled(cluster):
@@ -100,8 +101,10 @@ def test_impossible_requests_get_patronis_codes_and_change_nothing(cluster):
         r = post(cluster, 0, path, body)
         assert (r.status_code, r.text) == (code, text), (path, body)
     bad = requests.post(api(cluster, 0, "/switchover"), data=b"{not json", timeout=5,
-                        headers={"Content-Type": "application/json"})
+                        headers={"Content-Type": "application/json"}, auth=api_auth(cluster.layout))
     assert bad.status_code == 400
+    anonymous = post(cluster, 0, "/switchover", {"leader": view.leader, "candidate": other}, auth=False)
+    assert (anonymous.status_code, anonymous.text) == (401, "no auth header received")
     assert snapshot(cluster).leader == view.leader and snapshot(cluster).failover is None
 
 
@@ -148,3 +151,22 @@ def test_restart_reload_and_reinitialize_go_through_the_loop(cluster):
     assert snapshot(cluster).config["ttl"] != "soon"
     assert (post(cluster, leader, "/reload", {}).status_code, post(cluster, leader, "/reload").text) == \
         (202, "reload scheduled")
+
+
+def test_promotion_skips_timeline_ids_claimed_in_the_dcs(cluster):
+    """A claimed id (a node that promoted and died before anyone saw it) is never reused: the next promotion
+    lands past it, and the whole cluster follows the jump."""
+    view = wait_for(lambda: settled(cluster), 60, "a settled cluster")
+    current = view.member(view.leader).timeline
+    claimed = current + 3
+    dcs = cluster.dcs()
+    try:
+        dcs.set_status({"optime": view.status_optime or 0, "pgha_timeline": claimed}, timeout=5)
+    finally:
+        dcs.close(revoke=False)
+    target = next(m.name for m in view.members if m.name != view.leader)
+    r = post(cluster, 0, "/switchover", {"leader": view.leader, "candidate": target})
+    assert r.status_code == 200, r.text
+    after = wait_for(lambda: settled(cluster), 60, "the cluster settled after the switchover")
+    assert after.leader == target and after.member(target).timeline == claimed + 1
+    written_everywhere(cluster, int(target.removeprefix("node")), f"after the jump to {claimed + 1}")

@@ -15,14 +15,15 @@ def _say(line: str) -> None:
     click.echo(line, err=False)
 
 
-def do_up(nodes: int, directory: str, base_port: int, timeout: int) -> None:
+def do_up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str = "etcd") -> None:
     from pgha.local.cluster import LocalCluster, UpError
     from pgha.local.etcd import EtcdMissing
+    from pgha.local.zookeeper import ZooKeeperMissing
     from pgha.osuser import AccountError
     layout = _layout(directory, nodes, base_port)
     try:
-        view = LocalCluster(layout, say=_say).up(timeout=timeout)
-    except (UpError, EtcdMissing, AccountError) as e:
+        view = LocalCluster(layout, say=_say, dcs_kind=dcs_kind).up(timeout=timeout)
+    except (UpError, EtcdMissing, ZooKeeperMissing, AccountError) as e:
         raise CliError(str(e)) from None
     click.echo(render_table(view, SCOPE))
     leader_port = base_port + int(view.leader.removeprefix("node"))

@@ -2,12 +2,14 @@
 
 Rules
 1. Every process is started detached (its own session) and recorded by PID in DIR/state.json; ``down`` ends
-   exactly those PIDs, agents first (replicas before the leader, so the leader's last WAL is the newest), etcd
-   last. Nothing is ever killed by name.
+   exactly those PIDs: the router and HAProxy first, then the agents (replicas before the leader, so the
+   leader's last WAL is the newest), etcd last. Nothing is ever killed by name.
 2. ``up`` on a directory that already holds a cluster restarts it with its data: the node that led when it was
    stopped starts first, so it takes the lock back on its own timeline.
 3. Files with passwords (node configs, pgpass files) are 0600; PostgreSQL's files belong to its account.
 4. Every wait is bounded and says what it is waiting for.
+5. Routing (HAProxy on rw/ro ports, and `pgha router`) starts once the cluster is healthy, when the haproxy
+   binary is installed; without it the cluster runs without a router, and says so.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import yaml
 from pgha.core.model import ClusterView
 from pgha.dcs import make_dcs
 from pgha.fsutil import write_atomic
+from pgha.local import zookeeper as zk
 from pgha.local import etcd
 from pgha.local.layout import Layout, SCOPE, ctl_config, dump_yaml, new_secrets, node_config, read_state
 from pgha.osuser import Account, postgres_account
@@ -39,8 +42,10 @@ class UpError(Exception):
 
 
 class LocalCluster:
-    def __init__(self, layout: Layout, say: Callable[[str], None] = print) -> None:
+    def __init__(self, layout: Layout, say: Callable[[str], None] = print, dcs_kind: str = "etcd") -> None:
         self.layout = layout
+        # An existing cluster keeps its DCS: the state file remembers which one it was made with.
+        self.dcs_kind = read_state(layout).get("dcs", dcs_kind)
         self.say = say
         self.account: Account = postgres_account()
         self.watched: set[str] = set()  # agents this `up` started or found running: they must stay up
@@ -66,8 +71,12 @@ class LocalCluster:
         path = self.layout.path("node0", "pgha.yml")
         if os.path.exists(path):
             with open(path) as f:
-                auth = yaml.safe_load(f)["postgresql"]["authentication"]
-            return {role: auth[role]["password"] for role in ("superuser", "replication", "rewind")}
+                node = yaml.safe_load(f)
+            auth = node["postgresql"]["authentication"]
+            found = {role: auth[role]["password"] for role in ("superuser", "replication", "rewind")}
+            api = (node.get("restapi") or {}).get("authentication") or {}
+            # a cluster made before the REST API had a password gets one now
+            return {**found, "restapi": api.get("password") or new_secrets()["restapi"]}
         return new_secrets()
 
     def write_files(self, timing: dict[str, Any]) -> None:
@@ -79,10 +88,14 @@ class LocalCluster:
             node_dir = layout.node_dir(i)
             os.makedirs(node_dir, mode=0o700, exist_ok=True)
             self.account.chown(node_dir)
-            write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(node_config(layout, i, pw, timing)),
+            write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(self._on_dcs(node_config(layout, i, pw, timing))),
                          mode=0o600)
-        write_atomic(layout.ctl_config, dump_yaml(ctl_config(layout)), mode=0o600)
+        write_atomic(layout.ctl_config, dump_yaml(self._on_dcs(ctl_config(layout, pw))), mode=0o600)
         write_atomic(layout.client_pgpass, render_pgpass([("postgres", pw["superuser"])]), mode=0o600)
+
+    def _on_dcs(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The configuration pointed at this cluster's DCS (etcd by default; ZooKeeper on the same port)."""
+        return zk.use_zookeeper(config, self.layout.etcd_port) if self.dcs_kind == "zookeeper" else config
 
     def _save_state(self, state: dict[str, Any]) -> None:
         write_atomic(self.layout.state_file, json.dumps(state, indent=2) + "\n", mode=0o644)
@@ -92,6 +105,15 @@ class LocalCluster:
         if pid_alive(state.get("etcd_pid")):
             return
         layout = self.layout
+        if self.dcs_kind == "zookeeper":  # one DCS runs: ZooKeeper takes etcd's port and PID slot
+            proc = zk.start_zookeeper(layout.path("zookeeper"), layout.etcd_port, layout.path("zookeeper.log"))
+            state["etcd_pid"], state["dcs"] = proc.pid, "zookeeper"
+            self._save_state(state)
+            try:
+                zk.wait_healthy(layout.etcd_port, timeout=30, proc=proc)
+            except (RuntimeError, TimeoutError) as e:
+                raise UpError(f"{e}; see {layout.path('zookeeper.log')}") from None
+            return
         proc = etcd.start_etcd(layout.path("etcd"), layout.etcd_port, layout.etcd_peer_port, layout.path("etcd.log"))
         state["etcd_pid"] = proc.pid
         self._save_state(state)
@@ -114,6 +136,8 @@ class LocalCluster:
         self._save_state(state)
 
     def dcs(self):
+        if self.dcs_kind == "zookeeper":
+            return zk.local_dcs(self.layout.etcd_port, SCOPE, ttl=10)
         return make_dcs(hosts=[("127.0.0.1", self.layout.etcd_port)], namespace="/service", scope=SCOPE, ttl=10)
 
     def snapshot(self, dcs) -> ClusterView | None:
@@ -144,8 +168,55 @@ class LocalCluster:
             dcs.close(revoke=False)
         state["last_leader"] = view.leader
         self._save_state(state)
+        self._start_routing(view, state)
         self.say(f"cluster {SCOPE} is up: {self.layout.nodes} nodes in {time.monotonic() - started:.1f}s")
         return view
+
+    # --- routing: HAProxy and `pgha router` -----------------------------------------------------------
+    def _start_routing(self, view: ClusterView, state: dict[str, Any]) -> None:
+        from pgha.router import process
+        from pgha.router.haproxy_config import RouterPorts, render, server_name, servers_from_view
+        from pgha.router.runtime import HaproxyRuntime
+        binary, layout = process.haproxy_binary(), self.layout
+        if binary is None:
+            self.say("HAProxy is not installed (no haproxy binary): running without a router; "
+                     "connect to the nodes directly")
+            return
+        runtime = HaproxyRuntime(layout.haproxy_socket)
+        try:
+            if not pid_alive(state.get("haproxy_pid")):
+                config = render(servers_from_view(view), RouterPorts(layout.rw_port, layout.ro_port,
+                                                                     layout.stats_port), layout.haproxy_socket,
+                                scope=SCOPE)
+                write_atomic(layout.haproxy_config, config, mode=0o644)
+                proc = process.start_haproxy(binary, layout.haproxy_config, layout.path("haproxy.log"))
+                state["haproxy_pid"] = proc.pid
+                self._save_state(state)
+            process.wait_until(lambda: process.answers(runtime), 15, "HAProxy's runtime API",
+                               lambda: pid_alive(state["haproxy_pid"]), layout.path("haproxy.log"))
+            if not pid_alive(state.get("router_pid")):
+                proc = process.start_router(layout.ctl_config, layout.haproxy_socket, layout.path("router.log"))
+                state["router_pid"] = proc.pid
+                self._save_state(state)
+            rw = {server_name(view.leader)} if view.leader else set()
+            ro = {server_name(m.name) for m in view.members if m.name != view.leader}
+            process.wait_until(lambda: process.routes(runtime, rw, ro), 30, f"rw -> {rw}, ro -> {ro}",
+                               lambda: pid_alive(state["router_pid"]), layout.path("router.log"))
+        except (process.RouterError, OSError, subprocess.SubprocessError) as e:
+            raise UpError(f"router: {e}") from None
+        url = "postgres://postgres@127.0.0.1:{}/postgres?passfile=" + layout.client_pgpass
+        self.say(f"router: HAProxy on 127.0.0.1, stats on http://127.0.0.1:{layout.stats_port}/")
+        self.say(f"  read-write (the leader): psql '{url.format(layout.rw_port)}'")
+        self.say(f"  read-only (replicas):    psql '{url.format(layout.ro_port)}'")
+
+    def _stop_routing(self, state: dict[str, Any]) -> list[str]:
+        stopped = []
+        for key, what in (("router_pid", "router"), ("haproxy_pid", "haproxy")):
+            if pid_alive(state.get(key)):
+                stop_pid(state[key], timeout=10)
+                stopped.append(what)
+            state.pop(key, None)
+        return stopped
 
     def _healthy(self, view: ClusterView) -> bool:
         if view.leader is None or len(view.members) < self.layout.nodes:
@@ -183,7 +254,7 @@ class LocalCluster:
 
     def down(self) -> list[str]:
         state = read_state(self.layout)
-        stopped: list[str] = []
+        stopped: list[str] = self._stop_routing(state)
         agents: dict[str, int] = state.get("agents", {})
         leader = self._current_leader(state)
         if leader:
@@ -197,7 +268,7 @@ class LocalCluster:
         stopped += self._stop_orphan_postgres()
         if pid_alive(state.get("etcd_pid")):
             stop_pid(state["etcd_pid"])
-            stopped.append("etcd")
+            stopped.append(state.get("dcs", "etcd"))
         state.pop("etcd_pid", None)
         self._save_state(state)
         return stopped

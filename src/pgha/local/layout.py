@@ -4,7 +4,7 @@ Pure functions of (directory, node count, base port) plus the generated secrets,
 directory finds the same cluster again.
 
 Ports, from the base port P: PostgreSQL P+i, REST API P+100+i, etcd client P+200 and peer P+201, router
-(HAProxy, later) P+300 onwards.
+(HAProxy): read-write P+300, read-only P+301, stats page P+302.
 """
 
 from __future__ import annotations
@@ -34,6 +34,28 @@ class Layout:
     def etcd_peer_port(self) -> int:
         return self.base_port + 201
 
+    @property
+    def rw_port(self) -> int:
+        return self.base_port + 300
+
+    @property
+    def ro_port(self) -> int:
+        return self.base_port + 301
+
+    @property
+    def stats_port(self) -> int:
+        return self.base_port + 302
+
+    @property
+    def haproxy_config(self) -> str:
+        return self.path("haproxy.cfg")
+
+    @property
+    def haproxy_socket(self) -> str:
+        """Unix socket paths are limited to 107 bytes; a long DIR falls back to /tmp (the port keeps it apart)."""
+        path = self.path("haproxy.sock")
+        return path if len(path) < 100 else f"/tmp/pgha-haproxy-{self.rw_port}.sock"
+
     def name(self, i: int) -> str:
         return f"node{i}"
 
@@ -62,8 +84,11 @@ class Layout:
         return self.path("state.json")
 
 
+API_USER = "pgha"  # the REST API's user for state-changing calls (restapi.authentication)
+
+
 def new_secrets() -> dict[str, str]:
-    return {role: secrets.token_urlsafe(18) for role in ("superuser", "replication", "rewind")}
+    return {role: secrets.token_urlsafe(18) for role in ("superuser", "replication", "rewind", "restapi")}
 
 
 def socket_dir(layout: Layout, i: int) -> str:
@@ -79,7 +104,8 @@ def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, An
         "scope": SCOPE,
         "namespace": "/service",
         "name": name,
-        "restapi": {"listen": f"{host}:{layout.api_port(i)}", "connect_address": f"{host}:{layout.api_port(i)}"},
+        "restapi": {"listen": f"{host}:{layout.api_port(i)}", "connect_address": f"{host}:{layout.api_port(i)}",
+                    "authentication": {"username": API_USER, "password": pw["restapi"]}},
         "etcd3": {"hosts": [f"{host}:{layout.etcd_port}"]},
         "bootstrap": {
             "dcs": {**timing, "maximum_lag_on_failover": 1048576,
@@ -110,12 +136,14 @@ def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, An
     }
 
 
-def ctl_config(layout: Layout) -> dict[str, Any]:
-    """What `pgha -c DIR/pgha.yml ...` (and Patroni's patronictl) needs: the scope and the DCS, plus where the
-    client password file is, for `pgha dsn`."""
+def ctl_config(layout: Layout, pw: dict[str, str] | None = None) -> dict[str, Any]:
+    """What `pgha -c DIR/pgha.yml ...` (and Patroni's patronictl) needs: the scope and the DCS, the REST API's
+    credentials for the write verbs (Patroni's ``ctl.authentication``), plus where the client password file is,
+    for `pgha dsn`."""
     return {
         "scope": SCOPE,
         "namespace": "/service",
+        **({"ctl": {"authentication": {"username": API_USER, "password": pw["restapi"]}}} if pw else {}),
         "etcd3": {"hosts": [f"127.0.0.1:{layout.etcd_port}"]},
         "postgresql": {"authentication": {"superuser": {"username": "postgres"}}, "pgpass": layout.client_pgpass},
     }
