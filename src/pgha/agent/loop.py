@@ -205,15 +205,17 @@ class Agent:
         self._arm_fencer(obs, decision)  # before acting: a promotion or primary start is guarded from its start
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
+        if done and any(type(a).__name__ == "AcquireLeader" for a in decision.actions):
+            self.holder_until = obs.now + self.settings.ttl  # /primary answers 200 from this tick's status on
         for action in decision.actions:  # what we wrote counts before our next read shows it
             if type(action).__name__ == "WriteFailsafe" and done:
                 self.failsafe_members = dict(action.members) if action.members is not None else None
         publish = obs.cluster is not None and not obs.shutdown_requested
         if publish or self.board is not None:
             after = replace(self.node.local_state(), job=self.jobs.current())  # one look after acting
+            self._report(obs, after)  # first: the member data published next carries this tick's status flags
             if publish:
                 self._publish(obs, after)
-            self._report(obs, after)
         return obs
 
     def _report(self, obs: Observation, local) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from pgha.cli import tables
 from pgha.cli.errors import CliError
 from pgha.cli.listing import format_lsn
 from pgha.core.model import ClusterView
@@ -32,11 +33,11 @@ def _table(columns: list[str], rows: list[list[str]], title: str = "") -> str:
 
 
 def render_history(view: ClusterView, fmt: str) -> str:
+    """patronictl's ``history``: pretty (TL and LSN right-aligned), tsv, json or yaml."""
     rows = history_rows(view)
-    if fmt == "json":
-        return json.dumps([dict(zip(HISTORY_COLUMNS, r)) for r in rows])
-    text = [[str(r[0]), str(r[1]), str(r[2]), str(r[3] or ""), str(r[4] or "")] for r in rows]
-    return _table(HISTORY_COLUMNS, text)
+    if fmt == "pretty":
+        rows = [[r[0], r[1], r[2], r[3] or "", r[4] or ""] for r in rows]
+    return tables.render(HISTORY_COLUMNS, rows, fmt, right=("TL", "LSN"))
 
 
 def render_explain(view: ClusterView, member_name: str, fmt: str) -> str:

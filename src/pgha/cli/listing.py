@@ -1,19 +1,18 @@
-"""`pgha list`: the member table in patronictl 4.1's columns, as a table or JSON/YAML/TSV for scripts.
+"""`pgha list` / `pgha topology`: the member table in patronictl 4.1's columns, as a table or JSON/YAML/TSV.
 
 Pure rendering: rows are built from a ClusterView; nothing here reads the DCS.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+import datetime
+from typing import Any, Mapping
 
-import yaml
-
+from pgha.cli import tables
+from pgha.cli.tables import dump_yaml
 from pgha.core.model import ClusterView, Member
 from pgha.postgres.conf import parse_conn_url
 
-COLUMNS = ["Member", "Host", "Role", "State", "TL", "Receive LSN", "Lag", "Replay LSN", "Lag"]
 SCRIPT_COLUMNS = ["Cluster", "Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN",
                   "Replay Lag"]
 
@@ -75,31 +74,100 @@ def _header(view: ClusterView, scope: str) -> str:
     return f"{scope} (initializing)" if view.initialize == "" else f"{scope} (uninitialized)"
 
 
-def render_table(view: ClusterView, scope: str) -> str:
+def _reason(value: Any, hide_long: bool) -> str:
+    """patronictl's ``format_diff`` of ``pending_restart_reason``: ``param: old->new`` per line."""
+    if not isinstance(value, Mapping):
+        return ""
+    lines = []
+    for param, change in value.items():
+        change = change if isinstance(change, Mapping) else {}
+        full = f"{param}: {change.get('old_value', '')}->{change.get('new_value', '')}"
+        lines.append(full if not hide_long or len(full) <= 50 else f"{param}: [hidden - too long]")
+    return "\n".join(lines)
+
+
+def _scheduled_restart(value: Any) -> str:
+    if not isinstance(value, Mapping) or not value.get("schedule"):
+        return ""
+    text = str(value["schedule"])
+    return text + (f" if version < {value['postgres_version']}" if value.get("postgres_version") else "")
+
+
+def _extra_columns(view: ClusterView, extended: bool) -> list[str]:
+    """patronictl's optional columns: always with -e, else when some member has a value for them."""
+    present = {"Pending restart": "pending_restart", "Pending restart reason": "pending_restart_reason",
+               "Scheduled restart": "scheduled_restart", "Tags": "tags"}
+    return [c for c, key in present.items() if extended or any(m.data.get(key) for m in view.members)]
+
+
+def topology_order(view: ClusterView, data: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """patronictl's ``topology_sort``: the leader, then each replica under the member it replicates from
+    (``replicatefrom`` tag naming another replica), its name indented by ``+ `` per level."""
+    by_name = {r["Member"]: r for r in data}
+    replicas = {r["Member"] for r in data if r["Member"] != view.leader}
+    children: dict[str | None, list[dict[str, Any]]] = {}
+    for r in data:
+        if r["Member"] == view.leader:
+            continue
+        member = view.member(r["Member"])
+        parent = (member.tags or {}).get("replicatefrom") if member else None
+        parent = parent if parent and parent != r["Member"] and parent in replicas else view.leader
+        children.setdefault(parent, []).append(r)
+    out: list[dict[str, Any]] = []
+
+    def walk(row: dict[str, Any] | None, name: str | None, level: int, seen: set[str]) -> None:
+        if row is not None:
+            out.append(dict(row, Member=("  " * (level - 1) + "+ " if level else "") + row["Member"]))
+        for child in children.get(name, []):
+            if child["Member"] not in seen:
+                walk(child, child["Member"], level + 1, seen | {child["Member"]})
+    walk(by_name.get(view.leader or ""), view.leader, 0, set())
+    return out
+
+
+def service_info(view: ClusterView) -> list[str]:
+    """The lines under the table: maintenance mode, a scheduled switchover."""
+    info = []
+    if view.paused:
+        info.append("Maintenance mode: on")
+    failover = view.failover
+    if failover is not None and failover.scheduled_at is not None:
+        at = datetime.datetime.fromtimestamp(failover.scheduled_at).astimezone().isoformat()
+        text = f"Switchover scheduled at: {at}"
+        for label, value in (("from", failover.leader), ("to", failover.member)):
+            if value:
+                text += f"\n{label:>24}: {value}"
+        info.append(text)
+    return info
+
+
+def render(view: ClusterView, scope: str, fmt: str, extended: bool = False) -> str:
+    """The member list in patronictl 4.1's shape; ``fmt``: pretty, topology, tsv, json, yaml (yml)."""
     data = rows(view, scope)
-    cells = [[str(r[k]) for k in ("Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag",
-                                   "Replay LSN", "Replay Lag")] for r in data]
-    widths = [max([len(COLUMNS[i])] + [len(c[i]) for c in cells]) for i in range(len(COLUMNS))]
-    sep = "+" + "+".join("-" * (w + 2) for w in widths) + "+"
-    title = f"+ Cluster: {_header(view, scope)} "
-    top = title + sep[len(title):] if len(title) < len(sep) else title + "+"
+    extra = _extra_columns(view, extended)
+    for r in data:
+        member = view.member(r["Member"])
+        assert member is not None
+        tags = member.data.get("tags")
+        r["Pending restart"] = "*" if member.data.get("pending_restart") else ""
+        r["Pending restart reason"] = _reason(member.data.get("pending_restart_reason"),
+                                              fmt in ("pretty", "topology"))
+        r["Scheduled restart"] = _scheduled_restart(member.data.get("scheduled_restart"))
+        r["Tags"] = (dump_yaml(tags, fmt != "pretty").strip() if fmt in ("pretty", "topology", "tsv") else tags) \
+            if tags else ""
+    if fmt == "topology":
+        data = topology_order(view, data)
+    columns = SCRIPT_COLUMNS + extra
+    table_rows = [[r[c] for c in columns] for r in data]
+    title = f" Cluster: {_header(view, scope)} "
+    if fmt not in ("pretty", "topology"):
+        return tables.render(columns, table_rows, fmt, title=title)
+    shown = ["Lag" if c in ("Receive Lag", "Replay Lag") else c for c in columns[1:]]
+    text = tables.pretty(shown, [r[1:] for r in table_rows], ("Receive LSN", "Replay LSN", "Lag", "TL"), title)
+    info = service_info(view)
+    return text + ("\n " + "\n ".join(info) if info else "")
 
-    def line(values: list[str], numeric: set[int]) -> str:
-        return "|" + "|".join(f" {v.rjust(w) if i in numeric else v.ljust(w)} "
-                              for i, (v, w) in enumerate(zip(values, widths))) + "|"
 
-    out = [top, line(COLUMNS, set()), sep] + [line(c, {4, 6, 8}) for c in cells] + [sep]
-    if view.config and view.config.get("pause"):
-        out.append(" Maintenance mode: on")
-    return "\n".join(out)
-
-
-def render(view: ClusterView, scope: str, fmt: str) -> str:
-    if fmt == "pretty":
-        return render_table(view, scope)
-    data = [{k: r[k] for k in SCRIPT_COLUMNS} for r in rows(view, scope)]
-    if fmt == "json":
-        return json.dumps(data)
-    if fmt == "yaml":
-        return yaml.safe_dump(data, sort_keys=False).rstrip()
-    return "\n".join(["\t".join(SCRIPT_COLUMNS)] + ["\t".join(str(r[k]) for k in SCRIPT_COLUMNS) for r in data])
+def render_table(view: ClusterView, scope: str) -> str:
+    """The pretty member table with its footer (what `pgha up` prints)."""
+    return render(view, scope, "pretty")

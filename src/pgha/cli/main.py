@@ -28,16 +28,20 @@ def _default_dir() -> str:
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-c", "--config-file", "config_file", envvar="PATRONICTL_CONFIG_FILE",
               help="cluster config: a Patroni/pgha YAML file, or DIR/pgha.yml written by `pgha up`")
-@click.option("-d", "--dcs-url", "dcs_url", envvar="DCS_URL", help="etcd3://host:port/namespace")
+@click.option("-d", "--dcs-url", "--dcs", "dcs_url", envvar="DCS_URL", help="etcd3://host:port/namespace")
+@click.option("-k", "--insecure", is_flag=True, help="Allow connections to SSL sites without certs")
 @click.version_option(__version__, prog_name="pgha")
 @click.pass_context
-def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None) -> None:
+def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None, insecure: bool) -> None:
     """PostgreSQL high availability, compatible with Patroni."""
-    ctx.obj = {"config_file": config_file, "dcs_url": dcs_url}
+    ctx.obj = {"config_file": config_file, "dcs_url": dcs_url, "insecure": insecure}
 
 
 cli.add_command(validate)
 cli.add_command(sim)
+__import__("pgha.cli.router", fromlist=["register"]).register(cli)  # haproxy-config, router
+__import__("pgha.cli.commands", fromlist=["register"]).register(cli)  # patronictl's verbs: list, switchover, ...
+cli.add_command(__import__("pgha.cli.verify", fromlist=["verify"]).verify)  # pgha verify
 
 
 @cli.command()
@@ -46,7 +50,7 @@ def run(config: str) -> None:
     """Run the agent for one node, in the foreground (SIGTERM stops it cleanly)."""
     from pgha.agent.loop import Agent
     from pgha.config import ConfigError, load_config
-    from pgha.dcs import make_dcs
+    from pgha.dcs import dcs_from_config
     from pgha.osuser import AccountError, postgres_account
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s: %(message)s", stream=sys.stderr)
@@ -57,9 +61,7 @@ def run(config: str) -> None:
         raise CliError(str(e)) from None
     for warning in warnings:
         logging.warning("%s", warning)
-    e = cfg.etcd
-    dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
-                   cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
+    dcs = dcs_from_config(cfg.dcs, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
     from pgha.agent.fencer import Fencer
     from pgha.agent.watchdog import Watchdog
     from pgha.postgres.node import PostgresNode
@@ -74,8 +76,7 @@ def run(config: str) -> None:
     agent.config_path = config
     verify = cfg.restapi.cafile or False  # reading a peer's status; its certificate is checked when a CA is set
     agent.ask_peers = lambda members, me: ask_all(members, me, timeout=0.5, verify=verify)
-    api_dcs = make_dcs(hosts=list(e.hosts), protocol=e.protocol, username=e.username, password=e.password,
-                       cacert=e.cacert, cert=e.cert, key=e.key, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
+    api_dcs = dcs_from_config(cfg.dcs, namespace=cfg.namespace, scope=cfg.scope, ttl=30)
     control = Control(agent.intents, api_dcs, lambda: agent.settings.loop_wait,
                       lambda members: ask_all(members, "", timeout=2.0, verify=verify))
     api = ApiServer(cfg.restapi, board, scope=cfg.scope, name=cfg.name, handler=WriteHandler, control=control)
@@ -84,6 +85,11 @@ def run(config: str) -> None:
     except (OSError, ValueError) as e:
         raise CliError(f"restapi.listen {cfg.restapi.listen}: cannot serve the REST API: {e}") from None
     agent.api_scheme = api.scheme
+    from pgha.agent.failsafe import confirm
+    auth = (cfg.restapi.username, cfg.restapi.password) if cfg.restapi.username is not None else None
+    agent.confirm_failsafe = lambda members, me, timeout: confirm(
+        members, me, {"name": cfg.name, "api_url": f"{api.scheme}://{cfg.restapi.connect_address}/patroni"},
+        timeout=timeout, auth=auth, verify=verify)
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: agent.shutdown.set())
     try:
@@ -100,10 +106,12 @@ def run(config: str) -> None:
 @click.option("--base-port", default=5440, show_default=True, type=click.IntRange(1024, 65000),
               help="PostgreSQL on P..P+N-1, REST API on P+100.., etcd on P+200")
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(10, 3600))
-def up(nodes: int, directory: str, base_port: int, timeout: int) -> None:
-    """Start a local cluster: its own etcd and NODES PostgreSQL nodes with their agents."""
+@click.option("--dcs", "dcs_kind", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
+              help="the DCS the cluster runs on (its own instance, on port P+200)")
+def up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str) -> None:
+    """Start a local cluster: its own DCS, NODES PostgreSQL nodes with their agents, and HAProxy routing."""
     from pgha.cli.local import do_up
-    do_up(nodes, directory, base_port, timeout)
+    do_up(nodes, directory, base_port, timeout, dcs_kind)
 
 
 @cli.command()
@@ -112,18 +120,6 @@ def down(directory: str) -> None:
     """Stop everything `pgha up` started in DIR (the data stays; `pgha up` again restarts it)."""
     from pgha.cli.local import do_down
     do_down(directory)
-
-
-@cli.command("list")
-@click.argument("cluster_names", nargs=-1)
-@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "tsv", "json", "yaml"]), default="pretty")
-@click.pass_obj
-def list_(obj: dict, cluster_names: tuple[str, ...], fmt: str) -> None:
-    """Show the cluster's members, roles, states and lag."""
-    from pgha.cli.ctl import cluster_view
-    from pgha.cli.listing import render
-    scope, view = cluster_view(obj, cluster_names)
-    click.echo(render(view, scope, fmt))
 
 
 @cli.command()
@@ -135,18 +131,6 @@ def dsn(obj: dict, cluster_names: tuple[str, ...], role: str, member: str | None
     """Print a libpq connection string for the primary, a replica, or a named member."""
     from pgha.cli.ctl import member_dsn
     click.echo(member_dsn(obj, cluster_names, role, member))
-
-
-@cli.command()
-@click.argument("cluster_names", nargs=-1)
-@click.option("-f", "--format", "fmt", type=click.Choice(["pretty", "json"]), default="pretty")
-@click.pass_obj
-def history(obj: dict, cluster_names: tuple[str, ...], fmt: str) -> None:
-    """Show the cluster's leader changes: timeline, LSN, reason, time, new leader."""
-    from pgha.cli.ctl import cluster_view
-    from pgha.cli.history import render_history
-    _, view = cluster_view(obj, cluster_names)
-    click.echo(render_history(view, fmt))
 
 
 @cli.command()

@@ -37,7 +37,8 @@ SELECT pg_is_in_recovery(),
        (SELECT json_agg(json_build_object('usename', usename, 'application_name', application_name,
                                           'client_addr', client_addr::text, 'state', state,
                                           'sync_state', sync_state, 'sync_priority', sync_priority))
-          FROM pg_stat_replication)
+          FROM pg_stat_replication),
+       (SELECT json_agg(name ORDER BY name) FROM pg_settings WHERE pending_restart)
 """
 
 
@@ -70,6 +71,7 @@ class Probe:
         # What the REST API shows besides LocalState (server version, start time, replication, ...): read in
         # the same round trip, kept here because the decision core has no use for it.
         self.extras: dict = {}
+        self._pending: tuple[tuple[str, ...], dict] = ((), {})
 
     def connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
@@ -93,6 +95,26 @@ class Probe:
         except psycopg.Error:
             self.close()
             raise
+
+    def _pending_reason(self, names: object) -> dict:
+        """Settings PostgreSQL reports as changed in its configuration but waiting for a restart
+        (``pg_settings.pending_restart``, set by a reload that saw them), as Patroni publishes them:
+        ``{name: {"old_value": in use, "new_value": in the configuration file}}``. The values are read in a
+        second query only when the set of names changes (rule 2 holds while nothing is pending)."""
+        key = tuple(str(n) for n in names if str(n) not in _RECOVERY) if isinstance(names, list) else ()
+        if not key:
+            self._pending = ((), {})
+            return {}
+        if self._pending[0] != key:
+            reason = {name: {"old_value": "", "new_value": ""} for name in key}
+            try:
+                for name, old, new in self.query(_PENDING_SQL):
+                    reason[name] = {"old_value": str(old if old is not None else ""),
+                                    "new_value": str(new if new is not None else "")}
+            except psycopg.Error:
+                pass  # no access to pg_file_settings: the names alone still say a restart is pending
+            self._pending = (key, reason)
+        return dict(self._pending[1])
 
     def local_state(self, upstream: str | None) -> LocalState:
         state = data_dir_state(self.commands.data_dir)
@@ -132,9 +154,10 @@ class Probe:
             self.extras = {}
             return base  # starting, or not answering: role unknown
         in_recovery, flush, received, replayed, timeline, received_tli, wr_status, sender = row[:8]
-        version, started, replayed_at, paused, latest_end, replication = row[8:]
+        version, started, replayed_at, paused, latest_end, replication, pending = row[8:]
         self.extras = {"server_version": version, "postmaster_start_time": started, "replayed_timestamp": replayed_at,
-                       "paused": paused, "latest_end_lsn": latest_end, "replication": replication or []}
+                       "paused": paused, "latest_end_lsn": latest_end, "replication": replication or [],
+                       "pending_restart_reason": self._pending_reason(pending)}
         if not in_recovery:
             return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None)
         position = max(p for p in (received, replayed, 0) if p is not None)
@@ -143,6 +166,19 @@ class Probe:
         return _replace(base, role=PgRole.REPLICA, timeline=timeline,
                         wal_position=position, receive_lsn=received, replay_lsn=replayed,
                         streaming_from=sender if wr_status == "streaming" else None)
+
+
+# Set by pgha from the topology (conf.py), different on a primary and a replica by design: never "pending".
+_RECOVERY = {"primary_conninfo", "primary_slot_name", "recovery_target_timeline", "recovery_target",
+             "recovery_target_lsn", "recovery_target_name", "recovery_target_time", "recovery_target_xid",
+             "recovery_target_action", "recovery_target_inclusive", "restore_command", "archive_cleanup_command",
+             "recovery_min_apply_delay", "promote_trigger_file", "recovery_end_command"}
+
+_PENDING_SQL = """
+SELECT name, current_setting(name),
+       (SELECT setting FROM pg_file_settings f WHERE f.name = s.name ORDER BY seqno DESC LIMIT 1)
+  FROM pg_settings s WHERE pending_restart
+"""
 
 
 _SEGMENT = re.compile(r"\b([0-9A-F]{8})[0-9A-F]{16}\b")
