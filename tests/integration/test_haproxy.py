@@ -175,6 +175,29 @@ def test_failover_moves_rw_and_ro_and_the_router_says_so(cluster, seed_proxies):
     wait_routing(cluster, seed_proxies["004_rw"], seed_proxies["004_ro"], timeout=30)
 
 
+def test_switchover_moves_rw_and_ro_and_the_old_leader_returns_to_ro(cluster, seed_proxies):
+    import requests
+    from .conftest import api_auth
+    layout = cluster.layout
+    all_streaming(cluster)
+    leader, replicas = leader_and_replicas(cluster)
+    target = replicas[0]
+    r = requests.post(f"http://127.0.0.1:{layout.api_port(leader)}/switchover", timeout=60,
+                      json={"leader": f"node{leader}", "candidate": f"node{target}"}, auth=api_auth(layout))
+    assert (r.status_code, r.text) == (200, f'Successfully switched over to "node{target}"')
+    wait_for(lambda: lands_on(cluster, layout.rw_port, False, {layout.pg_port(target)}), 20,
+             f"rw -> the new leader node{target}")
+    with psycopg.connect(host="127.0.0.1", port=layout.rw_port, user="postgres", password=password(cluster),
+                         dbname="postgres", connect_timeout=3, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS routed (tag text)")
+        conn.execute("INSERT INTO routed VALUES ('after the switchover')")
+    others = {layout.pg_port(i) for i in range(layout.nodes) if i != target}  # the old leader is a replica now
+    wait_for(lambda: lands_on(cluster, layout.ro_port, True, others, tries=8) == others, 40,
+             "ro -> both replicas, the old leader included")
+    assert "asked to step down: draining" in Path(layout.path("router.log")).read_text()
+    wait_routing(cluster, seed_proxies["003"], None, timeout=30)
+
+
 def test_down_ends_haproxy_and_the_router_by_pid(cluster):
     state = read_state(cluster.layout)
     pids = state["haproxy_pid"], state["router_pid"]

@@ -59,3 +59,46 @@ def test_cluster_and_metrics(cluster):
     assert 'patroni_primary{scope="pgha-local",name="node' in metrics
     assert requests.post(url(cluster, leader, "/switchover"), timeout=2).status_code == 401  # writes need auth
     assert snapshot(cluster).member(f"node{leader}").api_url == f"http://127.0.0.1:{cluster.layout.api_port(leader)}/patroni"
+
+
+def test_health_codes_of_a_lagging_replica_and_a_stopped_node(cluster):
+    """Patroni's answers (spec section 2) where they differ: a replica whose replay lags beyond `lag`, and a node
+    whose PostgreSQL is stopped (the cluster paused, so its agent leaves it stopped)."""
+    import subprocess
+
+    from .conftest import api_auth, connect
+    from pgha.osuser import postgres_account
+    leader, replicas = leader_and_replicas(cluster)
+    replica = replicas[0]
+    auth = api_auth(cluster.layout)
+    with connect(cluster.layout, replica) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    try:
+        with connect(cluster.layout, leader) as conn:  # ~2 MB of WAL the paused replica receives, not replays
+            conn.execute("CREATE TABLE IF NOT EXISTS lagging AS SELECT g FROM generate_series(1, 1) g")
+            conn.execute("INSERT INTO lagging SELECT g FROM generate_series(1, 40000) g")
+        wait_for(lambda: requests.get(url(cluster, replica, "/replica?lag=64kB"), timeout=2).status_code == 503, 20,
+                 "the lagging replica to fail /replica?lag=64kB")
+        assert requests.get(url(cluster, replica, "/replica?lag=1GB"), timeout=2).status_code == 200
+        assert requests.get(url(cluster, replica, "/replica"), timeout=2).status_code == 200  # no lag given
+        assert requests.get(url(cluster, replica, "/readiness?lag=64kB"), timeout=2).status_code == 503
+    finally:
+        with connect(cluster.layout, replica) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+    assert requests.patch(url(cluster, leader, "/config"), json={"pause": True}, timeout=10, auth=auth).ok
+    try:
+        wait_for(lambda: requests.get(url(cluster, replica, "/patroni"), timeout=2).json().get("pause"), 20,
+                 "the replica to see the pause")
+        account = postgres_account()
+        data = f"{cluster.layout.node_dir(replica)}/data"
+        subprocess.run(["/usr/lib/postgresql/15/bin/pg_ctl", "stop", "-m", "fast", "-D", data], check=True,
+                       capture_output=True, timeout=60, env=account.env(), **account.subprocess_kwargs())
+        wait_for(lambda: requests.get(url(cluster, replica, "/patroni"), timeout=2).json()["state"] == "stopped",
+                 20, "the replica's status to say stopped")
+        for path, code in [("/", 503), ("/primary", 503), ("/replica", 503), ("/read-only", 503),
+                           ("/health", 503), ("/liveness", 200), ("/readiness", 503)]:
+            assert requests.get(url(cluster, replica, path), timeout=2).status_code == code, path
+    finally:
+        assert requests.patch(url(cluster, leader, "/config"), json={"pause": None}, timeout=10, auth=auth).ok
+    wait_for(lambda: requests.get(url(cluster, replica, "/replica"), timeout=2).status_code == 200, 60,
+             "the replica started again once the pause ended")

@@ -170,3 +170,15 @@ def test_promotion_skips_timeline_ids_claimed_in_the_dcs(cluster):
     after = wait_for(lambda: settled(cluster), 60, "the cluster settled after the switchover")
     assert after.leader == target and after.member(target).timeline == claimed + 1
     written_everywhere(cluster, int(target.removeprefix("node")), f"after the jump to {claimed + 1}")
+
+
+def test_a_scheduled_restart_runs_at_its_time(cluster):
+    view = wait_for(lambda: settled(cluster), 60, "a settled cluster")
+    replica = next(int(m.name.removeprefix("node")) for m in view.members if m.name != view.leader)
+    started = requests.get(api(cluster, replica, "/patroni"), timeout=5).json()["postmaster_start_time"]
+    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)).isoformat()
+    r = post(cluster, replica, "/restart", {"schedule": soon, "role": "replica"})
+    assert (r.status_code, r.text) == (202, "Restart scheduled")
+    wait_for(lambda: requests.get(api(cluster, replica, "/patroni"), timeout=5).json().get(
+        "postmaster_start_time") not in (None, started), 40, "the scheduled restart to happen")
+    assert post(cluster, replica, "/restart", method="DELETE").status_code == 404  # done: nothing scheduled

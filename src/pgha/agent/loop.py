@@ -162,12 +162,26 @@ class Agent:
         local = replace(self.node.local_state(), job=self.jobs.current())
         self.last_local_role = local.role
         self._failsafe(cluster, local)
-        if self.intents.due_restart() is not None:
-            self.intents.enqueue(RequestKind.RESTART)
+        self._scheduled_restart(cluster)
         return Observation(now=self.clock(), cluster=cluster, local=local, lease=self.lease, dcs_error=error,
                            shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local),
                            wall_now=time.time(), requests=self.intents.pending(),
                            failsafe_heard=self.intents.failsafe_heard)
+
+    def _scheduled_restart(self, cluster: ClusterView | None) -> None:
+        """A scheduled restart whose time has come runs if its conditions (role, version, pending restart) still
+        hold now, as Patroni checks them at the scheduled time; else it is dropped with a log line."""
+        entry = self.intents.due_restart()
+        if entry is None:
+            return
+        from pgha.api.manual import restart_matches
+        status = self.board.status() if self.board is not None else {}
+        leader = cluster is not None and cluster.leader == self.cfg.name
+        if restart_matches(entry, status, leader):
+            log.info("scheduled restart (%s): restarting", entry.get("schedule"))
+            self.intents.enqueue(RequestKind.RESTART)
+        else:
+            log.info("scheduled restart (%s) dropped: its conditions no longer hold", entry.get("schedule"))
 
     def _failsafe(self, cluster: ClusterView | None, local) -> None:
         """Failsafe mode (agent/failsafe.py): a running primary that cannot show the lock in the DCS counts a
