@@ -176,9 +176,11 @@ def test_a_scheduled_restart_runs_at_its_time(cluster):
     view = wait_for(lambda: settled(cluster), 60, "a settled cluster")
     replica = next(int(m.name.removeprefix("node")) for m in view.members if m.name != view.leader)
     started = requests.get(api(cluster, replica, "/patroni"), timeout=5).json()["postmaster_start_time"]
-    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=3)).isoformat()
+    soon = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=5)).isoformat()
     r = post(cluster, replica, "/restart", {"schedule": soon, "role": "replica"})
     assert (r.status_code, r.text) == (202, "Restart scheduled")
+    wait_for(lambda: (snapshot(cluster).member(f"node{replica}").data.get("scheduled_restart") or {}).get(
+        "schedule") == soon, 10, "the scheduled restart in the member key")
     wait_for(lambda: requests.get(api(cluster, replica, "/patroni"), timeout=5).json().get(
         "postmaster_start_time") not in (None, started), 40, "the scheduled restart to happen")
     assert post(cluster, replica, "/restart", method="DELETE").status_code == 404  # done: nothing scheduled

@@ -292,6 +292,9 @@ class Agent:
     def _publish(self, obs: Observation, local) -> None:
         data = member_data(self.cfg, local, api_scheme=self.api_scheme)
         data["pgha_decisions"] = list(self.decisions)
+        scheduled = self.intents.scheduled_restart
+        if scheduled is not None:  # Patroni's member field: `list -e` and `flush` read it
+            data["scheduled_restart"] = {"schedule": scheduled.get("schedule")}
         try:
             self.dcs.touch_member(self.cfg.name, data, timeout=self._call_timeout())
             self._publish_status(obs, local)
