@@ -38,20 +38,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-import socket
 import threading
 import time
 from typing import Any, Mapping
 
-from kazoo.client import KazooClient
-from kazoo.exceptions import (AuthFailedError, BadVersionError, ConnectionLoss, KazooException, NoNodeError,
+from kazoo.exceptions import (AuthFailedError, BadVersionError, KazooException, NoNodeError,
                               NodeExistsError, NotEmptyError)
-from kazoo.handlers.threading import KazooTimeoutError, SequentialThreadingHandler
-from kazoo.protocol.states import EventType, KeeperState
+from kazoo.handlers.threading import KazooTimeoutError
+from kazoo.protocol.states import EventType
 from kazoo.retry import KazooRetry
 from kazoo.security import make_acl
 
 from pgha.core.model import ClusterView
+from pgha.dcs.zookeeper_client import Client, Handler
+from pgha.dcs.zookeeper_client import stop as stop_client
 from pgha.dcs.etcd3_client import Deadline
 from pgha.dcs.keys import PERMANENT, KeyLayout, parse_cluster
 from pgha.ports import DcsError
@@ -59,7 +59,6 @@ from pgha.ports import DcsError
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 2.0
-CONNECT_TIMEOUT = 1.0  # one TCP connect attempt of the reconnect loop
 POLL_INTERVAL = 0.25  # member_lease_alive
 SNAPSHOT_ATTEMPTS = 6
 _WELL_KNOWN = ("leader", "initialize", "config", "history", "status", "sync", "failover", "failsafe",
@@ -69,74 +68,6 @@ _ACL_PERMS = ("read", "write", "create", "delete", "admin", "all")
 
 def _compact(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"))
-
-
-class _Handler(SequentialThreadingHandler):
-    """kazoo's threading handler with TCP connects capped at CONNECT_TIMEOUT (not a whole session timeout)."""
-
-    def create_connection(self, *args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("timeout"):
-            kwargs["timeout"] = min(kwargs["timeout"], CONNECT_TIMEOUT)
-        return super().create_connection(*args, **kwargs)
-
-
-class _Client(KazooClient):
-    """kazoo's client that refuses requests while disconnected, records the negotiated session timeout and an
-    authentication failure, and pings only while ``pinging``."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.pinging, self.auth_failed = True, False
-        self.negotiated: float | None = None
-        self.given_up_at: float | None = None  # an old session (set_ttl): closed when this passes
-        conn = self._connection
-        connect, ping = conn._connect, conn._send_ping
-
-        def _connect(*a: Any) -> Any:
-            read_timeout, connect_timeout = connect(*a)
-            self.negotiated = round(read_timeout * 1.5) / 1000.0  # kazoo reads after 2/3 of the negotiated T
-            return read_timeout, connect_timeout
-
-        def _send_ping(*a: Any) -> None:
-            if self.pinging:
-                ping(*a)
-        conn._connect, conn._send_ping = _connect, _send_ping
-
-    def _call(self, request: Any, async_object: Any) -> Any:
-        if self._state == KeeperState.CONNECTING:
-            async_object.set_exception(ConnectionLoss("not connected"))
-            return False
-        return super()._call(request, async_object)
-
-    def _session_callback(self, state: Any) -> None:
-        if state == KeeperState.AUTH_FAILED:
-            self.auth_failed = True
-        super()._session_callback(state)
-
-    @property
-    def session(self) -> int | None:
-        return self._session_id if self.connected else None
-
-    def drop_connection(self) -> None:
-        """Break the current connection (kazoo reconnects); the session survives if we come back within T."""
-        try:
-            self._connection._socket.shutdown(socket.SHUT_RDWR)
-        except (AttributeError, OSError):
-            pass
-
-
-def _stop(client: _Client, revoke: bool) -> None:
-    """Close the session (revoke), or just stop talking so that it runs out by itself."""
-    try:
-        if revoke:
-            client.stop()
-        else:  # no closeSession: the connection thread ends at its next reconnect attempt
-            client._stopped.set()
-            client.drop_connection()
-            client._safe_close()
-        client.close()
-    except Exception as e:  # noqa: BLE001 -- closing is best effort, never raises
-        log.debug("closing a ZooKeeper client: %s", e)
 
 
 class ZooKeeperDcs:
@@ -160,8 +91,8 @@ class ZooKeeperDcs:
                          "auth_data": list(auth_data) or None}
         self.last_warnings: list[str] = []
         self.last_keepalive: tuple[float, float] | None = None  # (monotonic send time, TTL counted)
-        self._client: _Client | None = None
-        self._old: list[_Client] = []
+        self._client: Client | None = None
+        self._old: list[Client] = []
         self._lease_mode = False
         self._holds = False  # we created an ephemeral znode (close(revoke=False) then lets the session run out)
         self._session_id: int | None = None  # the session our last renew kept
@@ -181,12 +112,12 @@ class ZooKeeperDcs:
     def _error(self, what: str) -> DcsError:
         return DcsError(f"ZooKeeper {self.ensemble}: {what}")
 
-    def _ready(self, d: Deadline) -> _Client:
+    def _ready(self, d: Deadline) -> Client:
         """The connected client, started if needed; DcsError when not connected before the deadline."""
         client = self._client
         if client is None:
             retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=1.0)
-            client = self._client = _Client(hosts=self.ensemble, timeout=float(self.ttl), handler=_Handler(),
+            client = self._client = Client(hosts=self.ensemble, timeout=float(self.ttl), handler=Handler(),
                                             connection_retry=retry, command_retry=None, logger=log,
                                             **self._options)
             client.pinging = not self._lease_mode
@@ -197,20 +128,20 @@ class ZooKeeperDcs:
             raise self._error(f"not connected within {d.seconds:g}s")
         return client
 
-    def _auth_failed(self, client: _Client) -> None:
+    def _auth_failed(self, client: Client) -> None:
         """The server refused our auth_data: drop this client (the next call tries again) and say so."""
         if self._client is client:
             self._client = None
-        threading.Thread(target=_stop, args=(client, True), daemon=True).start()
+        threading.Thread(target=stop_client, args=(client, True), daemon=True).start()
         raise self._error("authentication failed (auth_data refused)")
 
-    def _session(self, d: Deadline) -> _Client:
+    def _session(self, d: Deadline) -> Client:
         """_ready() for the calls that hold our znodes: a ttl changed by set_ttl takes a new session here."""
         old = self._client
         if old is not None and old._session_timeout != int(self.ttl * 1000):
             self._client = None
             if old.session is None:
-                threading.Thread(target=_stop, args=(old, True), daemon=True).start()
+                threading.Thread(target=stop_client, args=(old, True), daemon=True).start()
             else:
                 old.pinging, old.given_up_at = False, time.monotonic() + old._session_timeout / 1000.0 + 1
                 self._old.append(old)
@@ -221,9 +152,9 @@ class ZooKeeperDcs:
         for old in list(self._old):
             if old.session not in owners or time.monotonic() > (old.given_up_at or 0):
                 self._old.remove(old)
-                threading.Thread(target=_stop, args=(old, True), daemon=True).start()
+                threading.Thread(target=stop_client, args=(old, True), daemon=True).start()
 
-    def _wait(self, client: _Client, result: Any, d: Deadline, what: str) -> Any:
+    def _wait(self, client: Client, result: Any, d: Deadline, what: str) -> Any:
         """The answer of one request; NoNode/NodeExists/BadVersion/NotEmpty are left to the caller."""
         try:
             return result.get(timeout=max(0.001, d.left()))
@@ -255,7 +186,7 @@ class ZooKeeperDcs:
         self.last_keepalive = (sent, granted)
         return granted
 
-    def _granted(self, client: _Client, d: Deadline) -> float:
+    def _granted(self, client: Client, d: Deadline) -> float:
         """T, or T/2 when the server that answered is not the one expiring sessions (see the module docstring)."""
         negotiated = client.negotiated or float(self.ttl)
         sock = getattr(client._connection, "_socket", None)
@@ -263,7 +194,7 @@ class ZooKeeperDcs:
             self._mode = (sock, self._server_mode(client, sock, d))
         return negotiated if self._mode[1] in ("standalone", "leader") else negotiated / 2
 
-    def _server_mode(self, client: _Client, sock: Any, d: Deadline) -> str:
+    def _server_mode(self, client: Client, sock: Any, d: Deadline) -> str:
         try:
             peer = sock.getpeername()[:2]
             probe = client.handler.create_connection(
@@ -283,7 +214,7 @@ class ZooKeeperDcs:
         return found.group(1).decode() if found else ""
 
     # --- reads ----------------------------------------------------------------------------------------
-    def _collect(self, client: _Client, d: Deadline) -> tuple[dict[str, tuple[str, Any]], tuple]:
+    def _collect(self, client: Client, d: Deadline) -> tuple[dict[str, tuple[str, Any]], tuple]:
         """One read of the prefix: {relative key: (value, stat)} and a signature of every znode's last write."""
         requests = {"": client.get_children_async(self.root, include_data=True),
                     "members": client.get_children_async(f"{self.root}/members", include_data=True)}
@@ -393,7 +324,7 @@ class ZooKeeperDcs:
             return True
         return self._move(client, self.keys.leader, name, stat.version, d)
 
-    def _move(self, client: _Client, path: str, value: str, version: int, d: Deadline) -> bool:
+    def _move(self, client: Client, path: str, value: str, version: int, d: Deadline) -> bool:
         """Delete and create ``path`` on our session in one multi: False when it changed since ``version``."""
         tx = client.transaction()
         tx.delete(path, version=version)
@@ -474,7 +405,7 @@ class ZooKeeperDcs:
     def set_config(self, config: Mapping[str, Any], timeout: float | None = None) -> bool:
         return self._create("config", _compact(dict(config)), timeout)
 
-    def _stat(self, client: _Client, rel: str, d: Deadline) -> Any:
+    def _stat(self, client: Client, rel: str, d: Deadline) -> Any:
         return self._wait(client, client.exists_async(self.keys.key(rel)), d, f"read {rel}")
 
     def put_key(self, key: str, value: Any, version: int | None = None, timeout: float | None = None) -> bool:
@@ -531,7 +462,7 @@ class ZooKeeperDcs:
                 continue
         raise self._error(f"{self.root}: znodes kept appearing while deleting the cluster")
 
-    def _delete_tree(self, client: _Client, path: str, d: Deadline) -> None:
+    def _delete_tree(self, client: Client, path: str, d: Deadline) -> None:
         try:
             children = self._wait(client, client.get_children_async(path), d, f"list {path}")
         except NoNodeError:
@@ -583,7 +514,7 @@ class ZooKeeperDcs:
         ephemerals: otherwise it is closed); never raises, returns within the default timeout."""
         clients, self._client, self._old = [c for c in (self._client, *self._old) if c is not None], None, []
         revoke = revoke or not self._holds
-        threads = [threading.Thread(target=_stop, args=(c, revoke), daemon=True) for c in clients]
+        threads = [threading.Thread(target=stop_client, args=(c, revoke), daemon=True) for c in clients]
         for thread in threads:
             thread.start()
         end = time.monotonic() + self.timeout
