@@ -1,6 +1,6 @@
 """The small interfaces the agent's shell drives: the DCS and the clock.
 
-Every DCS backend (etcd v3 now; ZooKeeper and Consul later; the in-memory one for the simulator and tests)
+Every DCS backend (etcd v3, ZooKeeper, Consul (experimental); the in-memory one for the simulator and tests)
 implements ``Dcs`` and passes the same contract suite (tests/contract/). Keys and values are Patroni's
 (../shared/spec/patroni-compat.md, section 1), under ``/<namespace>/<scope>/``.
 

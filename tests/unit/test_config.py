@@ -376,13 +376,13 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert str(ConfigError(errors)) == "\n".join(errors)
 
 
-@pytest.mark.parametrize("dcs", ["consul", "kubernetes", "raft", "exhibitor"])
+@pytest.mark.parametrize("dcs", ["kubernetes", "raft", "exhibitor"])
 def test_other_dcs_are_not_supported_yet(tmp_path, dcs):
     data = minimal()
     del data["etcd3"]
     data[dcs] = {"host": "127.0.0.1:8500"}
     assert errors_of(tmp_path, data) == [
-        f"{dcs}: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
+        f"{dcs}: not supported yet, only etcd3 (and etcd, served over v3), zookeeper and consul"]
 
 
 def test_a_dcs_section_is_required(tmp_path):
@@ -405,13 +405,12 @@ def test_srv_discovery_is_not_supported_yet(tmp_path):
         "etcd3: expected host, hosts or url (srv and proxy discovery are not supported yet)"]
 
 
-def test_original_consul_seed_gives_the_dcs_error(tmp_path):
+def test_original_consul_seed_validates(tmp_path):
     data = yaml.safe_load((SEEDS / "000_pg-patroni1.yml").read_text())
     del data["etcd3"]
     data["consul"] = {"host": "127.0.0.1:8500", "protocol": "http"}
     status, out, err = check(write(tmp_path, data), {})
-    assert (status, out) == (1, [])
-    assert err == ["Error: consul: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
+    assert status == 0 and not any(line.startswith("Error") for line in err)
 
 
 # --- secrets ---------------------------------------------------------------------------------------------------
@@ -612,8 +611,8 @@ def test_patroni_configuration_yaml_error():
 def test_environment_for_an_unsupported_dcs(tmp_path):
     data = minimal()
     del data["etcd3"]
-    assert errors_of(tmp_path, data, {"PATRONI_CONSUL_HOST": "127.0.0.1:8500"}) == [
-        "consul: not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"]
+    assert errors_of(tmp_path, data, {"PATRONI_EXHIBITOR_HOSTS": "127.0.0.1"}) == [
+        "exhibitor: not supported yet, only etcd3 (and etcd, served over v3), zookeeper and consul"]
 
 
 def test_environment_values_are_parsed(tmp_path):
@@ -696,8 +695,8 @@ def test_ctl_dcs_url_replaces_the_dcs_section(url, hosts, protocol, namespace):
 
 
 @pytest.mark.parametrize("url, error", [
-    ("consul://127.0.0.1:8500",
-     "dcs_url: consul is not supported yet, only etcd3 (and etcd, served over v3) and zookeeper"),
+    ("exhibitor://127.0.0.1:8181",
+     "dcs_url: exhibitor is not supported yet, only etcd3 (and etcd, served over v3), zookeeper and consul"),
     ("ftp://127.0.0.1", "dcs_url: expected etcd3://host:port, got 'ftp://127.0.0.1'"),
 ])
 def test_ctl_bad_dcs_url(url, error):
@@ -789,3 +788,34 @@ def test_dcs_from_config_builds_the_named_backend(tmp_path):
     assert [(a.id.scheme, a.id.id, a.perms) for a in dcs._options["default_acl"]] == [("x509", "CN=a", 31)]
     etcd_config, _ = load(tmp_path, minimal())
     assert isinstance(dcs_from_config(etcd_config.dcs, scope="batman", ttl=30), Etcd3Dcs)
+
+
+# --- seeds 000 and 001 with their Consul sections, seed 004 with its ZooKeeper section (issue #9) ----------------
+
+# The DCS sections as the seeds (/work/shared/seeds) wrote them; the fixtures had them replaced by etcd3.
+_SEED_DCS = {
+    "000": {"consul": {"host": "127.0.0.1:8500", "protocol": "http"}},
+    "001": {"consul": {"host": "localhost:8500", "register_service": True}},
+    "004": {"zookeeper": {"hosts": ["127.0.0.1:2181", "127.0.0.1:2182", "127.0.0.1:2183"]}},
+}
+
+
+@pytest.mark.parametrize("fixture", [p for p in FIXTURES if p.name[:3] in _SEED_DCS], ids=lambda p: p.name)
+def test_seed_with_its_original_dcs_section_validates(tmp_path, fixture):
+    data = yaml.safe_load(fixture.read_text())
+    del data["etcd3"]
+    data.update(copy.deepcopy(_SEED_DCS[fixture.name[:3]]))
+    path = write(tmp_path, data)
+    config, warnings = load_config(path, {})
+    if fixture.name.startswith("004"):
+        assert config.etcd is None and config.consul is None
+        assert config.dcs.hosts == (("127.0.0.1", 2181), ("127.0.0.1", 2182), ("127.0.0.1", 2183))
+    else:
+        assert config.etcd is None and config.zookeeper is None and config.dcs is config.consul
+        assert (config.consul.host, config.consul.port) == (
+            ("127.0.0.1", 8500) if fixture.name.startswith("000") else ("localhost", 8500))
+        assert config.consul.register_service is fixture.name.startswith("001")
+    if fixture.name.startswith("000"):  # Patroni's consul section has no `protocol`: reported, not an error
+        assert any("consul.protocol" in w for w in warnings if w.startswith("unknown keys"))
+    status, _, err = check(path, {})
+    assert status == 0 and not any(line.startswith("Error") for line in err)

@@ -7,7 +7,8 @@ replaces the file's DCS section, as in Patroni (``patroni/ctl.py`` ``parse_dcs``
 Rules
 1. ``dcs_url`` is ``[etcd3|etcd|http|https]://host[:port][/namespace]``; the port defaults to 2379, the host to
    localhost, and a path sets the namespace; ``zookeeper://host[:port][/namespace]`` (port 2181) names a
-   ZooKeeper. ``consul``/``exhibitor``/... URLs are "not supported yet". ``CtlConfig.dcs`` is the section in use.
+   ZooKeeper, ``consul://host[:port][/namespace]`` (port 8500) a Consul agent (read ``consistent``, as patronictl
+   does). ``exhibitor``/... URLs are "not supported yet". ``CtlConfig.dcs`` is the section in use.
 2. Errors are ``ConfigError`` with the usual ``"<key.path>: <expected>"`` lines; secrets are never shown.
 3. The write verbs call the members' REST APIs with ``ctl.authentication``, else ``restapi.authentication``
    (Patroni's ``PatroniRequest``); TLS from ``ctl.cacert``/``certfile``/``keyfile`` (else ``restapi.cafile``...),
@@ -24,11 +25,12 @@ from urllib.parse import urlsplit
 from pgha.config.errors import ConfigError
 from pgha.config.load import normalise_namespace, read_raw
 from pgha.config.read import Reader
-from pgha.config.schema import Etcd, ZooKeeper
-from pgha.config.sections import ETCD_DEFAULT_PORT, ZOOKEEPER_DEFAULT_PORT, read_dcs
+from pgha.config.schema import Consul, Etcd, ZooKeeper
+from pgha.config.sections import CONSUL_DEFAULT_PORT, ETCD_DEFAULT_PORT, ZOOKEEPER_DEFAULT_PORT, read_dcs
 
 _ETCD_SCHEMES = {"": "http", "etcd": "http", "etcd3": "http", "http": "http", "https": "https"}
-_OTHER_SCHEMES = ("consul", "exhibitor", "kubernetes", "raft")
+_OTHER_SCHEMES = ("exhibitor", "kubernetes", "raft")
+_DEFAULT_PORTS = {"zookeeper": ZOOKEEPER_DEFAULT_PORT, "consul": CONSUL_DEFAULT_PORT}
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class CtlConfig:
 
     scope: str | None
     namespace: str
-    etcd: Etcd | None  # None when the DCS is ZooKeeper
+    etcd: Etcd | None  # None when the DCS is ZooKeeper or Consul
     username: str | None = None  # the superuser role, if the configuration names one
     dbname: str = "postgres"
     pgpass: str | None = None
@@ -47,10 +49,11 @@ class CtlConfig:
     cacert: str | None = None
     certfile: str | None = None
     keyfile: str | None = None
+    consul: Consul | None = None
 
     @property
-    def dcs(self) -> Etcd | ZooKeeper:
-        dcs = self.zookeeper or self.etcd
+    def dcs(self) -> Etcd | ZooKeeper | Consul:
+        dcs = self.zookeeper or self.consul or self.etcd
         assert dcs is not None
         return dcs
 
@@ -73,31 +76,34 @@ def load_ctl_config(path: str | None, dcs_url: str | None = None,
     if r.errors or etcd is None:
         raise ConfigError(r.errors)
     zookeeper = etcd if isinstance(etcd, ZooKeeper) else None
-    return CtlConfig(scope=scope, namespace=normalise_namespace(namespace), etcd=None if zookeeper else etcd,
-                     zookeeper=zookeeper, username=login,
+    consul = etcd if isinstance(etcd, Consul) else None
+    return CtlConfig(scope=scope, namespace=normalise_namespace(namespace),
+                     etcd=None if zookeeper or consul else etcd, zookeeper=zookeeper, consul=consul, username=login,
                      dbname=pg.get("database") if isinstance(pg.get("database"), str) else "postgres",
                      pgpass=pg.get("pgpass") if isinstance(pg.get("pgpass"), str) else None,
                      **_api_access(raw))
 
 
-def parse_dcs_url(r: Reader, url: str) -> tuple[Etcd | ZooKeeper | None, str | None]:
+def parse_dcs_url(r: Reader, url: str) -> tuple[Etcd | ZooKeeper | Consul | None, str | None]:
     """(DCS endpoint, namespace from the URL path or None)."""
     try:
         parts = urlsplit(url if "://" in url else f"etcd3://{url}")
-        port = parts.port or (ZOOKEEPER_DEFAULT_PORT if parts.scheme == "zookeeper" else ETCD_DEFAULT_PORT)
+        port = parts.port or _DEFAULT_PORTS.get(parts.scheme, ETCD_DEFAULT_PORT)
     except ValueError:
         r.error("dcs_url", "expected etcd3://host:port", url)
         return None, None
     if parts.scheme in _OTHER_SCHEMES:
         r.error("dcs_url",
-                f"{parts.scheme} is not supported yet, only etcd3 (and etcd, served over v3) and zookeeper")
+                f"{parts.scheme} is not supported yet, only etcd3 (and etcd, served over v3), zookeeper and consul")
         return None, None
-    if parts.scheme not in _ETCD_SCHEMES and parts.scheme != "zookeeper":
+    if parts.scheme not in _ETCD_SCHEMES and parts.scheme not in _DEFAULT_PORTS:
         r.error("dcs_url", "expected etcd3://host:port", url)
         return None, None
     namespace = parts.path.strip() if parts.path.strip() not in ("", "/") else None
     if parts.scheme == "zookeeper":
         return ZooKeeper(hosts=((parts.hostname or "localhost", port),)), namespace
+    if parts.scheme == "consul":
+        return Consul(host=parts.hostname or "localhost", port=port, consistency="consistent"), namespace
     etcd = Etcd(hosts=((parts.hostname or "localhost", port),), protocol=_ETCD_SCHEMES[parts.scheme],
                 v2_section=parts.scheme == "etcd")
     return etcd, namespace

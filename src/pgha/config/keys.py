@@ -30,6 +30,9 @@ _ETCD = {**{k: S for k in ("host", "hosts", "url", "port", "protocol", "username
 _ZOOKEEPER = {**{k: S for k in ("hosts", "use_ssl", "cacert", "cert", "key", "key_password", "verify",
                                  "auth_data")},
               "set_acls": FREE}
+_CONSUL = {k: S for k in ("host", "url", "port", "scheme", "token", "verify", "cacert", "cert", "key", "dc",
+                          "consistency", "checks", "register_service", "service_tags", "service_check_interval",
+                          "service_check_tls_server_name")}
 _RESTAPI = {
     **{k: S for k in ("listen", "connect_address", "certfile", "keyfile", "keyfile_password", "cafile",
                       "verify_client", "allowlist", "allowlist_include_members", "auth")},
@@ -56,11 +59,12 @@ _BOOTSTRAP = {"dcs": "dynamic", "method": S, "initdb": S, "pg_hba": S, "post_boo
               "users": X}
 TREE: dict[str, Any] = {
     "name": S, "scope": S, "namespace": S, "tags": FREE,
-    "restapi": _RESTAPI, "etcd": _ETCD, "etcd3": _ETCD, "zookeeper": _ZOOKEEPER, "bootstrap": _BOOTSTRAP,
+    "restapi": _RESTAPI, "etcd": _ETCD, "etcd3": _ETCD, "zookeeper": _ZOOKEEPER, "consul": _CONSUL,
+    "bootstrap": _BOOTSTRAP,
     "postgresql": _POSTGRESQL,
     "watchdog": "watchdog",
     **{k: U for k in ("log", "ctl", "citus", "thread_pool_size", "thread_stack_size")},
-    **{k: FREE for k in ("consul", "kubernetes", "raft", "exhibitor")},  # errors elsewhere
+    **{k: FREE for k in ("kubernetes", "raft", "exhibitor")},  # errors elsewhere
 }
 _WATCHDOG = ("mode", "device", "safety_margin", "driver")
 

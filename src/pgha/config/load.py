@@ -6,7 +6,8 @@ Rules
 2. Every problem is collected before failing: ``ConfigError.errors`` lists them all, each naming its key path and
    what was expected. Secrets are never quoted back.
 3. Required: ``scope``, ``name``, ``restapi.listen``, ``restapi.connect_address``, one DCS section (etcd3/etcd/
-   zookeeper: ``Config.etcd`` or ``Config.zookeeper``, the other None; ``Config.dcs`` is the one in use),
+   zookeeper/consul: ``Config.etcd``, ``Config.zookeeper`` or ``Config.consul``, the others None; ``Config.dcs`` is
+   the one in use),
    ``postgresql.listen``, ``postgresql.connect_address``, ``postgresql.data_dir`` and the replication username.
 4. The warnings returned are at most three lines: keys not supported yet, unknown keys, and the notice that an
    ``etcd:`` section is served over the v3 API (see ``keys``).
@@ -23,7 +24,7 @@ from pgha.config import keys
 from pgha.config.errors import ConfigError
 from pgha.config.postgres import read_postgresql
 from pgha.config.read import Reader
-from pgha.config.schema import Config, ZooKeeper
+from pgha.config.schema import Config, Consul, ZooKeeper
 from pgha.config.sections import read_bootstrap, read_dcs, read_restapi, read_tags, read_watchdog_mode
 from pgha.config.sources import SourceError, environment_config, load_path, parse_yaml, patch_config
 from pgha.core.dynamic import freeze
@@ -79,9 +80,11 @@ def build_config(r: Reader, raw: Mapping[str, Any], source: str, env: Mapping[st
     if None in (scope, name, restapi, dcs, postgresql):
         return None
     zookeeper = dcs if isinstance(dcs, ZooKeeper) else None
-    return Config(scope=scope, name=name, namespace=namespace, restapi=restapi, etcd=None if zookeeper else dcs,
+    consul = dcs if isinstance(dcs, Consul) else None
+    return Config(scope=scope, name=name, namespace=namespace, restapi=restapi,
+                  etcd=None if zookeeper or consul else dcs,
                   bootstrap=bootstrap, postgresql=postgresql, tags=tags, watchdog_mode=watchdog_mode,
-                  raw=freeze(raw), source=source, zookeeper=zookeeper)
+                  raw=freeze(raw), source=source, zookeeper=zookeeper, consul=consul)
 
 
 def _read_name(r: Reader, raw: Mapping[str, Any], pg: Mapping[str, Any]) -> str | None:

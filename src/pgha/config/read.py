@@ -4,7 +4,7 @@ Rules
 1. A ``Reader`` never raises on bad input: it records ``"<key.path>: <expected ...>, got <value>"`` and returns
    a default, so one run reports every problem.
 2. The offending value is quoted only when it cannot be a secret: never under ``password``, ``sslpassword``,
-   ``keyfile_password``, ``auth`` or a role section (``authentication``, ``replication``, ``superuser``,
+   ``keyfile_password``, ``auth``, ``token`` or a role section (``authentication``, ``replication``, ``superuser``,
    ``rewind``, ``pg_rewind``), and a mapping is only named, never printed.
 3. A key whose value is ``null`` counts as absent (Patroni's merge drops ``null`` keys).
 4. Addresses follow Patroni's ``split_host_port``: the port is after the last ``:``; a host part holding ``:``
@@ -17,7 +17,8 @@ from typing import Any, Mapping
 
 from pgha.core.dynamic import parse_bool, parse_int, show
 
-SECRET_KEYS = frozenset({"password", "sslpassword", "keyfile_password", "auth", "key_password", "auth_data"})
+SECRET_KEYS = frozenset({"password", "sslpassword", "keyfile_password", "auth", "key_password", "auth_data",
+                         "token"})
 # Sections that hold secrets: a wrong value under them is never quoted (it may be "user:password").
 SECRET_SECTIONS = frozenset({"authentication", "replication", "superuser", "rewind", "pg_rewind"})
 WILDCARD_HOSTS = frozenset({"", "0.0.0.0", "*", "::"})

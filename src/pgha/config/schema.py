@@ -5,7 +5,8 @@
 
 Rules
 1. Every class is frozen; mappings are ``MappingProxyType`` and lists are tuples (see ``pgha.core.dynamic.freeze``).
-2. Secrets never show in ``repr``: ``Auth``, ``Etcd``, ``ZooKeeper`` and ``RestApi`` mask their secrets, and
+2. Secrets never show in ``repr``: ``Auth``, ``Etcd``, ``ZooKeeper``, ``Consul`` (its token) and ``RestApi`` mask
+   their secrets, and
    ``Config.raw`` (which holds the merged YAML, passwords included) is left out of ``repr`` altogether.
 3. Addresses are kept as ``"host:port"`` strings, as written; ports were checked to be in 1..65535.
 """
@@ -18,7 +19,7 @@ from typing import Any, Mapping
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
-SECRET_FIELDS = frozenset({"password", "sslpassword", "keyfile_password", "key_password", "auth_data"})
+SECRET_FIELDS = frozenset({"password", "sslpassword", "keyfile_password", "key_password", "auth_data", "token"})
 
 
 def masked_repr(obj: Any) -> str:
@@ -117,6 +118,30 @@ class ZooKeeper:
         return masked_repr(self)
 
 
+@dataclass(frozen=True, repr=False)
+class Consul:
+    """Patroni's ``consul`` section: the local agent's HTTP API, the session checks and service registration."""
+
+    host: str = "127.0.0.1"
+    port: int = 8500
+    scheme: str = "http"  # http | https
+    token: str | None = None
+    verify: bool = True
+    cacert: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    dc: str | None = None
+    consistency: str = "default"  # default | consistent | stale
+    checks: tuple[str, ...] = ()
+    register_service: bool = False
+    service_tags: tuple[str, ...] = ()
+    service_check_interval: str = "5s"
+    service_check_tls_server_name: str | None = None
+
+    def __repr__(self) -> str:
+        return masked_repr(self)
+
+
 @dataclass(frozen=True)
 class Bootstrap:
     dcs: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -158,7 +183,7 @@ class Config:
     name: str
     namespace: str
     restapi: RestApi
-    etcd: Etcd | None  # None when the DCS is ZooKeeper
+    etcd: Etcd | None  # None when the DCS is ZooKeeper or Consul
     bootstrap: Bootstrap
     postgresql: Postgresql
     tags: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -166,11 +191,12 @@ class Config:
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY, repr=False)
     source: str = "environment"
     zookeeper: ZooKeeper | None = None
+    consul: Consul | None = None
 
     @property
-    def dcs(self) -> Etcd | ZooKeeper:
+    def dcs(self) -> Etcd | ZooKeeper | Consul:
         """The DCS section in use (``pgha.dcs.dcs_from_config`` builds its backend)."""
-        dcs = self.zookeeper or self.etcd
+        dcs = self.zookeeper or self.consul or self.etcd
         assert dcs is not None
         return dcs
 

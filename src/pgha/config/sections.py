@@ -1,9 +1,9 @@
 """Reading the ``restapi``, DCS (``etcd3``/``etcd``), ``bootstrap``, ``tags`` and ``watchdog`` sections.
 
 Rules
-1. Exactly one DCS section: ``etcd3``, ``etcd`` (Patroni's v2 API section, which pgha serves over the v3 API) or
-   ``zookeeper``. ``consul``, ``kubernetes``, ``raft`` and ``exhibitor`` are recognised but not supported yet:
-   they are errors, since the agent cannot run without its DCS.
+1. Exactly one DCS section: ``etcd3``, ``etcd`` (Patroni's v2 API section, which pgha serves over the v3 API),
+   ``zookeeper`` or ``consul`` (experimental). ``kubernetes``, ``raft`` and ``exhibitor`` are recognised but not
+   supported yet: they are errors, since the agent cannot run without its DCS.
 2. etcd endpoints come from ``hosts`` (a list, or ``"h1:p1,h2:p2"``), else ``url`` (``http(s)://h:p``, several
    comma-separated), else ``host``; a missing port is 2379 (or the section's ``port``). ``protocol`` wins over a
    URL's scheme; the default is http.
@@ -16,19 +16,24 @@ Rules
 6. ``zookeeper.hosts`` is a list or ``"h1:p1,h2:p2"`` (a missing port is 2181); ``set_acls`` maps an x509 principal
    to permissions (READ, WRITE, CREATE, DELETE, ADMIN, ALL), as in Patroni; ``auth_data`` maps a scheme to a
    credential (or is a list of [scheme, credential] pairs).
+7. ``consul``: the agent from ``url`` (``http(s)://host:port``), else ``host`` (``host:port``, default
+   127.0.0.1:8500); ``port`` and ``scheme`` given beside ``host`` win, as in Patroni. ``checks`` and ``service_tags``
+   are lists of strings (or one comma-separated string); ``service_check_interval`` a duration (``5s``) or seconds.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from pgha.config.read import Reader, address_problem, join, split_host_port
-from pgha.config.schema import Bootstrap, Etcd, RestApi, ZooKeeper
+from pgha.config.schema import Bootstrap, Consul, Etcd, RestApi, ZooKeeper
 from pgha.core.dynamic import DynamicConfig, freeze, parse_bool, parse_int
 
-SUPPORTED_DCS = ("etcd3", "etcd", "zookeeper")
-UNSUPPORTED_DCS = ("consul", "kubernetes", "raft", "exhibitor")
+SUPPORTED_DCS = ("etcd3", "etcd", "zookeeper", "consul")
+UNSUPPORTED_DCS = ("kubernetes", "raft", "exhibitor")
+CONSUL_DEFAULT_PORT = 8500
 ETCD_DEFAULT_PORT = 2379
 ZOOKEEPER_DEFAULT_PORT = 2181
 ZOOKEEPER_PERMISSIONS = ("READ", "WRITE", "CREATE", "DELETE", "ADMIN", "ALL")
@@ -76,10 +81,10 @@ def _restapi_auth(r: Reader, sec: Mapping[str, Any]) -> tuple[str | None, str | 
 
 # --- DCS -------------------------------------------------------------------------------------------------------
 
-def read_dcs(r: Reader, raw: Mapping[str, Any]) -> Etcd | ZooKeeper | None:
+def read_dcs(r: Reader, raw: Mapping[str, Any]) -> Etcd | ZooKeeper | Consul | None:
     for name in UNSUPPORTED_DCS:
         if name in raw:
-            r.error(name, "not supported yet, only etcd3 (and etcd, served over v3) and zookeeper")
+            r.error(name, "not supported yet, only etcd3 (and etcd, served over v3), zookeeper and consul")
     present = [name for name in SUPPORTED_DCS if name in raw]
     if len(present) > 1:
         r.error(present[0], f"expected exactly one DCS section, found both {' and '.join(sorted(present))}")
@@ -90,7 +95,58 @@ def read_dcs(r: Reader, raw: Mapping[str, Any]) -> Etcd | ZooKeeper | None:
         return None
     if present[0] == "zookeeper":
         return read_zookeeper(r, raw)
+    if present[0] == "consul":
+        return read_consul(r, raw)
     return _read_etcd(r, raw, present[0])
+
+
+def read_consul(r: Reader, raw: Mapping[str, Any]) -> Consul | None:
+    sec = r.section(raw, "consul")
+    scheme = r.choice(sec, "scheme", "consul", ("http", "https"))
+    host, port = "127.0.0.1", CONSUL_DEFAULT_PORT
+    if sec.get("url") is not None:
+        parsed = _endpoint(r, sec["url"], "consul.url", CONSUL_DEFAULT_PORT, True)
+        if parsed is None:
+            return None
+        url = urlsplit(str(sec["url"]).strip())
+        host, port, scheme = parsed[0], url.port or CONSUL_DEFAULT_PORT, parsed[2]
+    elif sec.get("host") is not None:
+        parsed = _endpoint(r, sec["host"], "consul.host", CONSUL_DEFAULT_PORT, False)
+        if parsed is None:
+            return None
+        host, port = parsed[0], parsed[1]
+        port = r.integer(sec, "port", "consul", default=port, minimum=1)
+    else:
+        port = r.integer(sec, "port", "consul", default=port, minimum=1)
+    if not 1 <= port <= 65535:
+        r.error("consul.port", "expected a port in 1..65535", port)
+    files = {k: r.string(sec, k, "consul") for k in ("token", "cacert", "cert", "key", "dc",
+                                                        "service_check_tls_server_name")}
+    consistency = r.choice(sec, "consistency", "consul", ("default", "consistent", "stale"), default="default")
+    return Consul(host=host, port=port, scheme=scheme or "http", verify=bool(r.boolean(sec, "verify", "consul", True)),
+                  consistency=consistency or "default", checks=_consul_list(r, sec, "checks"),
+                  register_service=bool(r.boolean(sec, "register_service", "consul", False)),
+                  service_tags=_consul_list(r, sec, "service_tags"),
+                  service_check_interval=_consul_interval(r, sec), **files)
+
+
+def _consul_list(r: Reader, sec: Mapping[str, Any], key: str) -> tuple[str, ...]:
+    value = sec.get(key)
+    if isinstance(value, str):
+        return tuple(v.strip() for v in value.split(",") if v.strip())
+    return r.str_list(sec, key, "consul", "a list of strings") or ()
+
+
+def _consul_interval(r: Reader, sec: Mapping[str, Any]) -> str:
+    value = sec.get("service_check_interval")
+    if value is None:
+        return "5s"
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return f"{value}s"
+    if isinstance(value, str) and re.fullmatch(r"(\d+(\.\d+)?(ns|us|µs|ms|s|m|h))+", value.strip()):
+        return value.strip()
+    r.error("consul.service_check_interval", "expected a duration such as 5s (or a number of seconds)", value)
+    return "5s"
 
 
 def read_zookeeper(r: Reader, raw: Mapping[str, Any]) -> ZooKeeper | None:

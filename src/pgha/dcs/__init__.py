@@ -1,9 +1,10 @@
-"""DCS backends behind ``pgha.ports.Dcs``: etcd v3 (etcd3.py), ZooKeeper (zookeeper.py) and the in-memory one
-(memory.py).
+"""DCS backends behind ``pgha.ports.Dcs``: etcd v3 (etcd3.py), ZooKeeper (zookeeper.py), Consul (consul.py,
+experimental) and the in-memory one (memory.py).
 
 Keys and values are Patroni's (keys.py). ``make_dcs`` builds the etcd backend from the configuration's values;
-``dcs_from_config`` builds whichever backend a configuration's DCS section names (``Config.dcs``: ``Etcd`` or
-``ZooKeeper``); the in-memory one is built directly by the simulator and the tests.
+``dcs_from_config`` builds whichever backend a configuration's DCS section names (``Config.dcs``: ``Etcd``,
+``ZooKeeper`` or ``Consul``; Consul's session is named ``<scope>-<name>``: pass ``name``, else it is learnt from
+the first call that names the member); the in-memory one is built directly by the simulator and the tests.
 """
 
 from __future__ import annotations
@@ -26,9 +27,18 @@ def make_dcs(*, hosts: list[tuple[str, int]], protocol: str = "http", username: 
 
 
 def dcs_from_config(section: Any, *, namespace: str = "/service", scope: str, ttl: int,
-                    timeout: float = DEFAULT_TIMEOUT) -> Any:
-    """The backend for a configuration's DCS section (``pgha.config.schema.Etcd`` or ``ZooKeeper``)."""
-    from pgha.config.schema import Etcd, ZooKeeper
+                    timeout: float = DEFAULT_TIMEOUT, name: str | None = None) -> Any:
+    """The backend for a configuration's DCS section (``pgha.config.schema.Etcd``, ``ZooKeeper`` or ``Consul``)."""
+    from pgha.config.schema import Consul, Etcd, ZooKeeper
+    if isinstance(section, Consul):
+        from pgha.dcs.consul import ConsulClient, ConsulDcs
+        client = ConsulClient(section.host, section.port, scheme=section.scheme, token=section.token,
+                              verify=section.verify, cacert=section.cacert, cert=section.cert, key=section.key,
+                              dc=section.dc, consistency=section.consistency, timeout=timeout)
+        return ConsulDcs(client, namespace=namespace, scope=scope, ttl=ttl, name=name, checks=section.checks,
+                         register_service=section.register_service, service_tags=section.service_tags,
+                         service_check_interval=section.service_check_interval,
+                         service_check_tls_server_name=section.service_check_tls_server_name)
     if isinstance(section, ZooKeeper):
         from pgha.dcs.zookeeper import ZooKeeperDcs
         return ZooKeeperDcs(list(section.hosts), namespace=namespace, scope=scope, ttl=ttl, timeout=timeout,
