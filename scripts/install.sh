@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy, ZooKeeper's jars (Debian packages) and
-# pgha itself with its Python dependencies in ./.venv. Safe to run again: it only installs what is missing.
+# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy, PgBouncer, ZooKeeper's jars (Debian
+# packages) and pgha itself with its Python dependencies in ./.venv. Safe to run again: it only installs what is
+# missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,7 @@ packages=()
 command -v etcd >/dev/null 2>&1 || packages+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
+[ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || packages+=(pgbouncer)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || packages+=(zookeeperd)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 if [ "${#packages[@]}" -gt 0 ]; then

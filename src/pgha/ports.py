@@ -1,7 +1,8 @@
 """The small interfaces the agent's shell drives: the DCS and the clock.
 
 Every DCS backend (etcd v3, ZooKeeper, Consul (experimental); the in-memory one for the simulator and tests)
-implements ``Dcs`` and passes the same contract suite (tests/contract/). Keys and values are Patroni's
+implements ``Dcs`` and passes the same contract suite (tests/contract/; Consul, with no server installable
+here, is tested against exchanges recorded from its documentation instead). Keys and values are Patroni's
 (../shared/spec/patroni-compat.md, section 1), under ``/<namespace>/<scope>/``.
 
 Rules

@@ -28,7 +28,8 @@ TEST_TIMING = {"ttl": 5, "loop_wait": 1, "retry_timeout": 1}
 
 def port_block_free(base: int) -> bool:
     ports = [base + i for i in range(5)] + [base + 100 + i for i in range(5)] + [base + 150 + i for i in range(5)]
-    ports += [base + 200, base + 201] + [base + 300 + i for i in range(10)]  # etcd; HAProxy (pgha's, tests' own)
+    # etcd; HAProxy (pgha's P+300..302, tests' own), PgBouncer (`pgha up --pgbouncer`: P+303)
+    ports += [base + 200, base + 201] + [base + 300 + i for i in range(10)]
     for port in ports:
         with socket.socket() as s:
             s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -71,14 +72,15 @@ def make_workdir() -> str:
 
 @pytest.fixture(scope="module")
 def cluster(request):
-    # A module may run the shared tests on another DCS: `DCS = "zookeeper"` at its top (test_zookeeper.py).
-    yield from local_cluster(getattr(request.module, "DCS", "etcd"))
+    # A module may run the shared tests on another DCS: `DCS = "zookeeper"` at its top (test_zookeeper.py), and
+    # ask for PgBouncer in front (`pgha up --pgbouncer`): `PGBOUNCER = True` at its top (test_pgbouncer.py).
+    yield from local_cluster(getattr(request.module, "DCS", "etcd"), getattr(request.module, "PGBOUNCER", False))
 
 
-def local_cluster(dcs_kind: str):
+def local_cluster(dcs_kind: str, pgbouncer: bool = False):
     root = make_workdir()
     layout = Layout(os.path.join(root, "c"), 3, free_base_port())
-    local = LocalCluster(layout, say=lambda line: None, dcs_kind=dcs_kind)
+    local = LocalCluster(layout, say=lambda line: None, dcs_kind=dcs_kind, pgbouncer=pgbouncer)
     try:
         local.up(timeout=240, timing=TEST_TIMING)
         yield local

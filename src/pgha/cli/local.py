@@ -15,14 +15,16 @@ def _say(line: str) -> None:
     click.echo(line, err=False)
 
 
-def do_up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str = "etcd") -> None:
+def do_up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str = "etcd",
+          pgbouncer: bool = False) -> None:
     from pgha.local.cluster import LocalCluster, UpError
     from pgha.local.etcd import EtcdMissing
     from pgha.local.zookeeper import ZooKeeperMissing
     from pgha.osuser import AccountError
     layout = _layout(directory, nodes, base_port)
     try:
-        view = LocalCluster(layout, say=_say, dcs_kind=dcs_kind).up(timeout=timeout)
+        local = LocalCluster(layout, say=_say, dcs_kind=dcs_kind, pgbouncer=pgbouncer)
+        view = local.up(timeout=timeout)
     except (UpError, EtcdMissing, ZooKeeperMissing, AccountError) as e:
         raise CliError(str(e)) from None
     click.echo(render_table(view, SCOPE))
@@ -33,6 +35,8 @@ def do_up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: st
     click.echo("\nConnect:")
     click.echo(f"  primary:   psql \"host=127.0.0.1 port={leader_port} {auth}\"")
     click.echo(f"  any node:  psql \"host={hosts} port={ports} {auth} target_session_attrs=read-write\"")
+    if local.pgbouncer:
+        click.echo(f"  pgbouncer: psql \"host=127.0.0.1 port={layout.pgbouncer_port} {auth}\"  (the leader, pooled)")
     click.echo(f"  members:   pgha -c {layout.ctl_config} list")
     click.echo(f"  dsn:       pgha -c {layout.ctl_config} dsn --role primary|replica")
     click.echo(f"  stop:      pgha down --dir {layout.root}")

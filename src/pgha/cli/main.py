@@ -40,6 +40,7 @@ def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None, insecu
 cli.add_command(validate)
 cli.add_command(sim)
 __import__("pgha.cli.router", fromlist=["register"]).register(cli)  # haproxy-config, router
+__import__("pgha.cli.pgbouncer", fromlist=["register"]).register(cli)  # pgbouncer (follows the leader)
 __import__("pgha.cli.commands", fromlist=["register"]).register(cli)  # patronictl's verbs: list, switchover, ...
 cli.add_command(__import__("pgha.cli.verify", fromlist=["verify"]).verify)  # pgha verify
 
@@ -108,10 +109,11 @@ def run(config: str) -> None:
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(10, 3600))
 @click.option("--dcs", "dcs_kind", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
               help="the DCS the cluster runs on (its own instance, on port P+200)")
-def up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str) -> None:
+@click.option("--pgbouncer", is_flag=True, help="also PgBouncer on P+303 (transaction pooling), kept on the leader")
+def up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str, pgbouncer: bool) -> None:
     """Start a local cluster: its own DCS, NODES PostgreSQL nodes with their agents, and HAProxy routing."""
     from pgha.cli.local import do_up
-    do_up(nodes, directory, base_port, timeout, dcs_kind)
+    do_up(nodes, directory, base_port, timeout, dcs_kind, pgbouncer=pgbouncer)
 
 
 @cli.command()

@@ -10,6 +10,9 @@ Rules
 4. Every wait is bounded and says what it is waiting for.
 5. Routing (HAProxy on rw/ro ports, and `pgha router`) starts once the cluster is healthy, when the haproxy
    binary is installed; without it the cluster runs without a router, and says so.
+6. With ``pgbouncer`` (`pgha up --pgbouncer`, remembered in state.json), PgBouncer (as PostgreSQL's account) and
+   its follower `pgha pgbouncer` start after routing; ``down`` ends them first, by PID. PgBouncer missing is an
+   error then: it was asked for.
 """
 
 from __future__ import annotations
@@ -42,10 +45,12 @@ class UpError(Exception):
 
 
 class LocalCluster:
-    def __init__(self, layout: Layout, say: Callable[[str], None] = print, dcs_kind: str = "etcd") -> None:
+    def __init__(self, layout: Layout, say: Callable[[str], None] = print, dcs_kind: str = "etcd",
+                 pgbouncer: bool = False) -> None:
         self.layout = layout
         # An existing cluster keeps its DCS: the state file remembers which one it was made with.
         self.dcs_kind = read_state(layout).get("dcs", dcs_kind)
+        self.pgbouncer = pgbouncer or bool(read_state(layout).get("pgbouncer"))
         self.say = say
         self.account: Account = postgres_account()
         self.watched: set[str] = set()  # agents this `up` started or found running: they must stay up
@@ -169,6 +174,8 @@ class LocalCluster:
         state["last_leader"] = view.leader
         self._save_state(state)
         self._start_routing(view, state)
+        if self.pgbouncer:
+            self._start_pgbouncer(view, state)
         self.say(f"cluster {SCOPE} is up: {self.layout.nodes} nodes in {time.monotonic() - started:.1f}s")
         return view
 
@@ -209,8 +216,61 @@ class LocalCluster:
         self.say(f"  read-write (the leader): psql '{url.format(layout.rw_port)}'")
         self.say(f"  read-only (replicas):    psql '{url.format(layout.ro_port)}'")
 
-    def _stop_routing(self, state: dict[str, Any]) -> list[str]:
+    # --- PgBouncer and its follower (`pgha up --pgbouncer`) --------------------------------------------------
+    def _start_pgbouncer(self, view: ClusterView, state: dict[str, Any]) -> None:
+        from pgha.pgbouncer import process as bouncer
+        from pgha.router import process
+        from pgha.router.haproxy_config import servers_from_view
+        layout = self.layout
+        binary = bouncer.pgbouncer_binary()
+        if binary is None:
+            raise UpError("PgBouncer is not installed (no pgbouncer binary; Debian: apt-get install pgbouncer)")
+        state["pgbouncer"] = True
+        self._save_state(state)
+        leader = next((s for s in servers_from_view(view) if s.name == view.leader), None)
+        if leader is None:
+            raise UpError(f"the leader {view.leader} has no usable conn_url")
+        password = self._secrets()["superuser"]
+        write_atomic(layout.pgbouncer_auth_file, bouncer.render_auth_file([("postgres", password)]), mode=0o600,
+                     chown=self.account.chown)
+        if not os.path.exists(layout.pgbouncer_ini):  # rule 3 of pgbouncer/process.py: written once
+            write_atomic(layout.pgbouncer_ini, bouncer.render_ini(leader.host, leader.port, layout.pgbouncer_port,
+                                                                  layout.pgbouncer_auth_file), mode=0o644)
+        log_path = layout.path("pgbouncer.log")
+        admin_dsn = (f"host=127.0.0.1 port={layout.pgbouncer_port} user=postgres "
+                     f"passfile={layout.client_pgpass} connect_timeout=3")
+        try:
+            if not pid_alive(state.get("pgbouncer_pid")):
+                proc = bouncer.start_pgbouncer(binary, layout.pgbouncer_ini, log_path, self.account)
+                state["pgbouncer_pid"] = proc.pid
+                self._save_state(state)
+            process.wait_until(lambda: _admin_answers(admin_dsn), 15, "PgBouncer's admin console",
+                               lambda: pid_alive(state["pgbouncer_pid"]), log_path)
+            if not pid_alive(state.get("pgbouncer_follower_pid")):
+                proc = bouncer.start_follower(layout.ctl_config, layout.pgbouncer_ini, admin_dsn,
+                                              layout.path("pgbouncer-follower.log"))
+                state["pgbouncer_follower_pid"] = proc.pid
+                self._save_state(state)
+            url = (f"postgres://postgres@127.0.0.1:{layout.pgbouncer_port}/postgres?passfile={layout.client_pgpass}")
+            process.wait_until(lambda: _reaches_primary(url, leader.port), 30,
+                               f"PgBouncer -> the leader {view.leader}",
+                               lambda: pid_alive(state["pgbouncer_follower_pid"]),
+                               layout.path("pgbouncer-follower.log"))
+        except (process.RouterError, OSError, subprocess.SubprocessError) as e:
+            raise UpError(f"pgbouncer: {e}") from None
+        self.say(f"PgBouncer (transaction pooling) -> the leader: psql '{url}'")
+
+    def _stop_pgbouncer(self, state: dict[str, Any]) -> list[str]:
         stopped = []
+        for key, what in (("pgbouncer_follower_pid", "pgbouncer follower"), ("pgbouncer_pid", "pgbouncer")):
+            if pid_alive(state.get(key)):
+                stop_pid(state[key], timeout=10)
+                stopped.append(what)
+            state.pop(key, None)
+        return stopped
+
+    def _stop_routing(self, state: dict[str, Any]) -> list[str]:
+        stopped = self._stop_pgbouncer(state)
         for key, what in (("router_pid", "router"), ("haproxy_pid", "haproxy")):
             if pid_alive(state.get(key)):
                 stop_pid(state[key], timeout=10)
@@ -298,6 +358,27 @@ class LocalCluster:
             return view.leader if view else None
         finally:
             dcs.close(revoke=False)
+
+
+def _admin_answers(dsn: str) -> bool:
+    from pgha.pgbouncer.admin import Admin, AdminError
+    admin = Admin(dsn, timeout=2)
+    try:
+        return bool(admin.command("SHOW VERSION"))
+    except AdminError:
+        return False
+    finally:
+        admin.close()
+
+
+def _reaches_primary(url: str, port: int) -> bool:
+    import psycopg
+    try:
+        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
+            row = conn.execute("SELECT pg_is_in_recovery(), inet_server_port()").fetchone()
+            return row == (False, port)
+    except psycopg.Error:
+        return False
 
 
 def progress_line(view: ClusterView) -> str:

@@ -4,7 +4,7 @@ Pure functions of (directory, node count, base port) plus the generated secrets,
 directory finds the same cluster again.
 
 Ports, from the base port P: PostgreSQL P+i, REST API P+100+i, etcd client P+200 and peer P+201, router
-(HAProxy): read-write P+300, read-only P+301, stats page P+302.
+(HAProxy): read-write P+300, read-only P+301, stats page P+302; PgBouncer (``pgha up --pgbouncer``) P+303.
 """
 
 from __future__ import annotations
@@ -45,6 +45,18 @@ class Layout:
     @property
     def stats_port(self) -> int:
         return self.base_port + 302
+
+    @property
+    def pgbouncer_port(self) -> int:
+        return self.base_port + 303
+
+    @property
+    def pgbouncer_ini(self) -> str:
+        return self.path("pgbouncer.ini")
+
+    @property
+    def pgbouncer_auth_file(self) -> str:
+        return self.path("pgbouncer-users.txt")
 
     @property
     def haproxy_config(self) -> str:
