@@ -43,6 +43,7 @@ __import__("pgha.cli.router", fromlist=["register"]).register(cli)  # haproxy-co
 __import__("pgha.cli.pgbouncer", fromlist=["register"]).register(cli)  # pgbouncer (follows the leader)
 __import__("pgha.cli.commands", fromlist=["register"]).register(cli)  # patronictl's verbs: list, switchover, ...
 cli.add_command(__import__("pgha.cli.verify", fromlist=["verify"]).verify)  # pgha verify
+cli.add_command(__import__("pgha.cli.check", fromlist=["check"]).check)  # pgha check primary|replica
 
 
 @cli.command()
