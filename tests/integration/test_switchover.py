@@ -56,6 +56,9 @@ def test_switchover_to_a_named_candidate(cluster):
     target = f"node{replicas[0]}"
     r = post(cluster, replicas[1], "/switchover", {"leader": view.leader, "candidate": target})
     assert (r.status_code, r.text) == (200, f'Successfully switched over to "{target}"')
+    # the old leader stops saying primary at once, not a ttl later (HAProxy's checks must not send writes there)
+    wait_for(lambda: requests.get(api(cluster, old, "/primary"), timeout=2).status_code == 503, 1.5,
+             "the old leader's /primary to answer 503", interval=0.05)
     after = wait_for(lambda: settled(cluster), 60, "the old leader streaming from the new one")
     assert after.leader == target
     assert any(line[-1] == target for line in after.history if len(line) >= 5)

@@ -219,8 +219,7 @@ class Agent:
         self._arm_fencer(obs, decision)  # before acting: a promotion or primary start is guarded from its start
         done = self.executor.run(decision.actions, obs.cluster)
         self.last_decision = (decision, done)
-        if done and any(type(a).__name__ == "AcquireLeader" for a in decision.actions):
-            self.holder_until = obs.now + self.settings.ttl  # /primary answers 200 from this tick's status on
+        self._track_holder(obs, decision, done)
         for action in decision.actions:  # what we wrote counts before our next read shows it
             if type(action).__name__ == "WriteFailsafe" and done:
                 self.failsafe_members = dict(action.members) if action.members is not None else None
@@ -232,14 +231,25 @@ class Agent:
                 self._publish(obs, after)
         return obs
 
+    def _track_holder(self, obs: Observation, decision, done: bool) -> None:
+        """Patroni's "lock holder" for the health checks (/primary, /leader): the lock seen ours less than ttl
+        ago. Seen held by someone else, or given up this tick (released, revoked, demoted), it is not ours at once:
+        a node that just handed the lock over must not answer /primary 200 for the rest of a ttl. Taken this
+        tick, it is ours from this tick's status on. Without a DCS view the last sighting stands."""
+        names = {type(a).__name__ for a in decision.actions}
+        if names & {"ReleaseLeader", "RevokeLease", "Demote"}:
+            self.holder_until = 0.0
+        elif done and "AcquireLeader" in names:
+            self.holder_until = obs.now + self.settings.ttl
+        elif obs.cluster is not None:
+            self.holder_until = obs.now + self.settings.ttl if obs.cluster.leader == self.cfg.name else 0.0
+
     def _report(self, obs: Observation, local) -> None:
         if self.board is None:
             return
         from pgha.agent.report import api_status
         if obs.cluster is not None:
             self.dcs_last_seen = time.time()
-            if obs.cluster.leader == self.cfg.name:
-                self.holder_until = obs.now + self.settings.ttl
         lock_holder = obs.now < self.holder_until and (self.lease.valid_until or 0) > obs.now
         status = api_status(self.cfg, self.settings, local, self.node.api_extras(), obs.cluster, lock_holder,
                             self.dcs_last_seen, time.time())
