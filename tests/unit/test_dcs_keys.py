@@ -105,3 +105,10 @@ def test_parse_cluster_never_raises_on_anything_someone_wrote(kvs: dict[str, str
     assert all(m.name and isinstance(m.data, dict) for m in view.members)
     assert view.status_optime is None or isinstance(view.status_optime, int)
     assert all(isinstance(w, str) for w in warnings)
+
+
+def test_numbers_with_non_ascii_digits_are_not_numbers() -> None:
+    """Found by the property test above: '²'.isdigit() is true, yet int('²') raises."""
+    view, _ = parse_cluster({"optime/leader": "²", "members/a": '{"xlog_location": "1²", "timeline": "٣"}'})
+    assert view.status_optime is None
+    assert view.members[0].xlog_location is None and view.members[0].timeline is None

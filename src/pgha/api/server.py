@@ -245,7 +245,7 @@ class _HttpServer(ThreadingHTTPServer):
 def split_listen(listen: str) -> tuple[str | None, int]:
     """``host:port`` (``[v6]:port``; empty host or ``*``: every interface) → (host or None, port)."""
     host, sep, port = listen.strip().rpartition(":")
-    if not sep or not port.strip().isdigit():
+    if not sep or not port.strip().isdecimal():
         raise ValueError(f'restapi.listen: expected <HOST>:<PORT>, got "{listen}"')
     host = host.strip().strip("[]")
     return (None if host in ("", "*") else host), int(port)

@@ -57,7 +57,7 @@ def split_host_port(value: str, default_port: int | None = None) -> tuple[str, i
         if default_port is None:
             raise ValueError("no port")
         return host, default_port
-    if not port_text.strip().isdigit():
+    if not port_text.strip().isdecimal():
         raise ValueError("bad port")
     port = int(port_text)
     if not 1 <= port <= 65535:

@@ -7,8 +7,8 @@ Rules
 1. The lock holder acts only on a request that names it (or no leader) and is due: within loop_wait of
    ``scheduled_at``. One more than 1.5 x loop_wait late, or naming another leader, is void and deleted.
 2. It steps down only towards a healthy candidate: a running replica streaming from it and allowed to fail
-   over, for a switchover within maximum_lag_on_failover of our WAL (the named member, else any). With none
-   the request is deleted.
+   over (the named member, else any); its published lag does not count, the clean stop hands it everything.
+   With none the request is deleted.
 3. Stepping down is a clean handover: CHECKPOINT while still serving (so the shutdown checkpoint is short), a
    fast stop, then the lock is released only once the candidate (or, with none named, a replica) has
    everything up to the shutdown checkpoint. Nothing acknowledged can be lost.
@@ -53,7 +53,9 @@ def as_leader(obs: Observation, memory: Memory, settings: Settings, upkeep: tupl
     if due == "wait":
         return Decision((RefreshLeader(),) + upkeep, memory, Reason.SWITCHOVER_SCHEDULED,
                         detail=f"at {_iso(request.scheduled_at)}")
-    candidates = healthy_candidates(obs, settings, check_lag=request.leader is not None, streaming=True)
+    # A candidate streaming from us receives everything at our clean stop (rule 3): the lag it last published
+    # (up to a tick old, and behind by whatever we wrote since) does not matter here.
+    candidates = healthy_candidates(obs, settings, check_lag=False, streaming=True)
     if request.member is not None:
         candidates = [m for m in candidates if m.name == request.member]
     if not candidates:

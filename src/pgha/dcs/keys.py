@@ -90,8 +90,11 @@ def _int(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        return int(value)
+    if isinstance(value, str) and value.strip().lstrip("-").isascii() and value.strip().lstrip("-").isdigit():
+        try:
+            return int(value)
+        except ValueError:  # more digits than int() reads
+            return None
     return None
 
 

@@ -154,7 +154,7 @@ def targets(text: str) -> dict[str, tuple[str | None, int]]:
     out = {}
     for e in database_entries(split_lines(text)):
         port = e.get("port")
-        out[e.name] = (e.get("host"), int(port) if port and port.isdigit() else 5432)
+        out[e.name] = (e.get("host"), int(port) if port and port.isdecimal() else 5432)
     return out
 
 

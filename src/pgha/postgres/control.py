@@ -69,7 +69,7 @@ class PgCommands:
         target = os.path.realpath(self.data_dir)
         found = []
         for entry in os.listdir("/proc"):
-            if entry.isdigit():
+            if entry.isdecimal():
                 try:
                     if os.readlink(f"/proc/{entry}/cwd") == target:
                         found.append(int(entry))
@@ -113,7 +113,7 @@ class PgCommands:
         except OSError:
             return
         # Lines: pid, data dir, start time, port, first socket directory, ... (PostgreSQL's miscadmin.h)
-        if len(lines) >= 5 and lines[3].strip().isdigit() and lines[4].strip():
+        if len(lines) >= 5 and lines[3].strip().isdecimal() and lines[4].strip():
             socket_lock = os.path.join(lines[4].strip(), f".s.PGSQL.{lines[3].strip()}.lock")
             try:
                 with open(socket_lock) as f:

@@ -347,12 +347,12 @@ class PostgresNode:
             return [list(e) for e in existing]
         name = f"pg_wal/{timeline:08X}.history"
         text = self.probe.query("SELECT pg_read_file(%s)", (name,))[0][0]
-        known = {int(e[0]) for e in existing if e and str(e[0]).isdigit()}
+        known = {int(e[0]) for e in existing if e and str(e[0]).isdecimal()}
         history = [list(e) for e in existing]
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         for line in text.splitlines():
             parts = [p.strip() for p in line.split("\t")]
-            if len(parts) < 2 or not parts[0].isdigit() or int(parts[0]) in known:
+            if len(parts) < 2 or not parts[0].isdecimal() or int(parts[0]) in known:
                 continue
             tl, lsn = int(parts[0]), lsn_to_int(parts[1])
             if lsn is None:

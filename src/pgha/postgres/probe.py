@@ -142,7 +142,7 @@ class Probe:
         timeline = data.get("Latest checkpoint's TimeLineID")
         return LocalState(data_dir=DataDir.INITIALIZED, system_id=self._system_id, running=False,
                           last_role=last_role if cluster_state else None,
-                          timeline=int(timeline) if timeline and timeline.isdigit() else None,
+                          timeline=int(timeline) if timeline and timeline.isdecimal() else None,
                           wal_position=lsn_to_int(data.get("Latest checkpoint location", "")))
 
     def _running(self, upstream: str | None) -> LocalState:

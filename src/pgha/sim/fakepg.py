@@ -258,7 +258,7 @@ class FakePostgres:
         return True if (member in sent if member is not None else bool(sent)) else None
 
     def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
-        known = {int(e[0]) for e in existing if e and str(e[0]).isdigit()}
+        known = {int(e[0]) for e in existing if e and str(e[0]).isdecimal()}
         history = [list(e) for e in existing]
         timeline = self.timeline
         segments = self.data.history if self.data else ()
