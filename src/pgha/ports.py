@@ -155,6 +155,11 @@ class PostgresPort(Protocol):
         """After a clean stop as primary: True when a replica (``member``, or any) was streaming (PostgreSQL's shutdown then waits
         until it has the shutdown checkpoint), else the checkpoint LSN to wait for; None when unknown."""
 
+    def set_sync_standby_names(self, value: str) -> None:
+        """Keep ``value`` as synchronous_standby_names in the configuration pgha writes (a later start, restart or
+        promotion keeps it) and, when PostgreSQL runs, apply it now (reload). LocalState.sync_standby_names
+        reports the value in force."""
+
     def timeline_history(self, existing: list[list[Any]], reason: str, me: str) -> list[list[Any]]:
         """``existing`` (the DCS history) completed with the switches in this primary's timeline history file;
         the newest one gets ``reason`` and ``me``."""

@@ -14,6 +14,7 @@ from pgha.core import actions as A
 from pgha.core.dynamic import thaw
 from pgha.core.jobs import START_AS_PRIMARY
 from pgha.core.model import ClusterView, JobKind, Member
+from pgha.dcs.keys import sync_value
 from pgha.ports import Dcs, DcsError, PostgresPort
 from pgha.postgres.control import CommandError
 from pgha.agent.jobs import JobRunner
@@ -185,6 +186,13 @@ class Executor:
             self.dcs.delete_key("failsafe", timeout=self.timeout())
         else:
             self.dcs.put_key("failsafe", dict(a.members), timeout=self.timeout())
+
+    def _WriteSync(self, a: A.WriteSync) -> bool:
+        value = sync_value(a.leader, a.voters, a.quorum)
+        return self.dcs.put_key("sync", value, version=a.version, timeout=self.timeout())
+
+    def _SetSyncStandbyNames(self, a: A.SetSyncStandbyNames) -> None:
+        self.node.set_sync_standby_names(a.value)
 
     def _ReloadPostgres(self, a: A.ReloadPostgres) -> None:
         if self.reload is not None:

@@ -165,6 +165,26 @@ class WriteFailsafe:
 
 
 @dataclass(frozen=True)
+class SetSyncStandbyNames:
+    """Make ``value`` PostgreSQL's synchronous_standby_names: kept in the configuration pgha writes (so a restart
+    or a promotion keeps it) and applied at once with a reload when PostgreSQL runs. The next tick's
+    ``LocalState.sync_standby_names`` shows whether it is in force."""
+
+    value: str
+
+
+@dataclass(frozen=True)
+class WriteSync:
+    """Compare-and-swap the ``sync`` key (version from ``ClusterView.versions["sync"]``, 0: create) to
+    ``{"leader": leader, "sync_standby": "a,b" or null, "quorum": quorum}``; fails if someone changed it since."""
+
+    leader: str
+    voters: tuple[str, ...]
+    quorum: int
+    version: int
+
+
+@dataclass(frozen=True)
 class ReloadPostgres:
     """Re-read the local configuration, rewrite PostgreSQL's configuration files and signal it to reload."""
 
@@ -209,5 +229,6 @@ class Exit:
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
     Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, ClaimTimeline, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
-    Checkpoint, ClearFailover, WriteFailsafe, ReloadPostgres, Answer, UpdateHistory, SyncSlots, AckJob, Exit,
+    Checkpoint, ClearFailover, WriteFailsafe, SetSyncStandbyNames, WriteSync, ReloadPostgres, Answer, UpdateHistory,
+    SyncSlots, AckJob, Exit,
 ]

@@ -10,6 +10,8 @@ A node is eligible unless one of these holds (checked in this order; the first t
 4. another member that is running and allowed to fail over is on a newer timeline, or on the same timeline with
    more WAL;
 5. another such member has as much WAL and a higher failover_priority tag.
+In sync mode (sync.py rule 5) the ``sync`` key narrows this: only its voters race, after hearing from its quorum;
+they are compared with each other only, and without the lag bound.
 Other members are judged by what their REST API answered this tick when the shell asked (Observation.peers):
 an unreachable one is ignored, a reachable one still running as primary beats us; members nobody asked about
 are judged by their published member data. Remaining ties are not settled here: every tied node races and the atomic create of the leader key picks one.
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from pgha.core import sync
 from pgha.core.actions import ClaimTimeline, Promote
 from pgha.core.model import Member, Observation
 from pgha.core.reasons import Reason
@@ -42,10 +45,17 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     # lagging restartpoint, so a replica that followed the newest leader is not judged older than it is.
     if newest is not None and obs.local.timeline is not None and obs.local.timeline < newest:
         return Reason.RACE_BEHIND, f"my timeline {obs.local.timeline} is older than the cluster's {newest}"
+    allowed, why, voters = sync.may_promote(obs, settings)
+    if not allowed:
+        reason = Reason.RACE_NO_QUORUM if voters and settings.name.lower() in voters else Reason.RACE_NOT_SYNC
+        return reason, why
     optime = cluster.status_optime
-    if optime is not None and optime - mine > settings.maximum_lag_on_failover:
+    # A synchronous standby holds every acknowledged commit: what it lacks of the last published position was
+    # never acknowledged, so the lag bound does not apply to it (as in Patroni).
+    if not voters and optime is not None and optime - mine > settings.maximum_lag_on_failover:
         return Reason.RACE_TOO_FAR_BEHIND, str(optime - mine)
-    others = [_freshest(m, obs) for m in cluster.members if m.name != settings.name and _eligible(m)]
+    others = [_freshest(m, obs) for m in cluster.members if m.name != settings.name and _eligible(m)
+              and (not voters or m.name.lower() in voters)]
     others = [m for m in others if m is not None]
     for member in others:
         if member.role == "primary" and member.name in {p.name for p in obs.peers if p.reachable}:
@@ -58,7 +68,7 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     return None
 
 
-def promotion(obs: Observation) -> tuple:
+def promotion(obs: Observation, settings: Settings) -> tuple:
     """The actions that promote this node: claim the next timeline id nobody in the cluster has used or claimed
     (ours, the ``history`` key's newest, the members', the claim in ``status``), then promote onto it. Two nodes
     that each promoted without seeing the other would otherwise share an id for different histories, which
@@ -68,7 +78,7 @@ def promotion(obs: Observation) -> tuple:
     known = [obs.local.timeline or 1, newest_timeline(cluster.history) or 0, cluster.status_timeline or 0]
     known += [m.timeline or 0 for m in cluster.members]
     target = max(known) + 1
-    return ClaimTimeline(target), Promote(target)
+    return sync.before_promote(obs, settings) + (ClaimTimeline(target), Promote(target))
 
 
 def newest_timeline(history: tuple) -> int | None:

@@ -7,7 +7,8 @@ Rules
 3. The lock holder repairs the permanent keys others rely on: ``initialize`` holds our system id, ``config``
    exists (only the leader re-seeds a missing config), and ``history`` records the timeline switch that made it
    leader, with the reason code of the decision that promoted it.
-4. A running primary holding the lock acts on a switchover or failover request (switchover.py).
+4. A running primary holding the lock acts on a switchover or failover request (switchover.py); otherwise it
+   keeps synchronous replication as the dynamic config asks (sync.py), after the other upkeep.
 5. A lock holder whose PostgreSQL stopped (a crash) restarts it in place, unless primary_start_timeout is 0;
    jobs.py hands the lock over if the start overruns primary_start_timeout.
 """
@@ -18,7 +19,7 @@ from dataclasses import replace
 
 from pgha.core.actions import (RefreshLeader, ReleaseLeader, SetInitialize, StartPostgres, SyncSlots,
                                UpdateHistory, WriteConfig, WriteFailsafe)
-from pgha.core import switchover
+from pgha.core import switchover, sync
 from pgha.core.election import promotion
 from pgha.core.jobs import has_healthy_replica
 from pgha.core.model import Observation, PgRole
@@ -38,12 +39,15 @@ def as_lock_holder(obs: Observation, memory: Memory, settings: Settings) -> Deci
                         Reason.LEADER_STARTING)
     if local.role is PgRole.REPLICA:
         promoted = replace(memory, promoted_because=Reason.LEADER_PROMOTING)
-        return Decision((RefreshLeader(),) + promotion(obs), promoted, Reason.LEADER_PROMOTING)
+        return Decision((RefreshLeader(),) + promotion(obs, settings), promoted, Reason.LEADER_PROMOTING)
     upkept = upkeep(obs, memory, settings)
     handover = switchover.as_leader(obs, memory, settings, upkept)
     if handover is not None:
         return handover
-    return Decision((RefreshLeader(),) + upkept, memory, Reason.LEADER_REFRESHED)
+    steps, memory, change = sync.leader_steps(obs, memory, settings)
+    if change:
+        return Decision((RefreshLeader(),) + upkept + steps, memory, Reason.SYNC_CHANGE, detail=change)
+    return Decision((RefreshLeader(),) + upkept + steps, memory, Reason.LEADER_REFRESHED)
 
 
 def upkeep(obs: Observation, memory: Memory, settings: Settings) -> tuple:

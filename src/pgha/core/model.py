@@ -92,6 +92,20 @@ class Failover:
 
 
 @dataclass(frozen=True)
+class SyncState:
+    """The ``sync`` key (Patroni's format ``{"leader": n, "sync_standby": "a,b"|null, "quorum": int}``): the
+    standbys the leader made synchronous (``voters``, lower-cased: names are case-insensitive there) and how many
+    of the *other* voters a candidate must hear from, none of them ahead of it, before it may promote."""
+
+    leader: str | None = None
+    voters: tuple[str, ...] = ()
+    quorum: int = 0
+
+    def lists(self, name: str) -> bool:
+        return name.lower() in self.voters
+
+
+@dataclass(frozen=True)
 class ClusterView:
     """One consistent read of ``/<namespace>/<scope>/`` in the DCS."""
 
@@ -106,6 +120,7 @@ class ClusterView:
     status_timeline: int | None = None
     failover: Failover | None = None
     failsafe: Mapping[str, Any] | None = None  # {member name: api_url}, kept by the leader in failsafe mode
+    sync: SyncState | None = None  # None: the key is absent, empty ({}), or names no leader
     # Backend versions of the permanent keys, for compare-and-swap writes (Dcs.put_key); 0: the key is absent.
     versions: Mapping[str, int] = field(default_factory=dict)
 
@@ -118,6 +133,16 @@ class ClusterView:
             if m.name == name:
                 return m
         return None
+
+
+@dataclass(frozen=True)
+class Standby:
+    """One row of the primary's ``pg_stat_replication``: a walsender and the standby behind it."""
+
+    name: str  # application_name: the member's name (primary_conninfo sets it)
+    state: str  # streaming, catchup, startup, backup, stopping
+    sync_state: str  # async, potential, sync, quorum
+    flush_lsn: int | None = None
 
 
 @dataclass(frozen=True)
@@ -136,6 +161,10 @@ class LocalState:
     following: str | None = None  # member name the configuration points the replica at (None: no upstream)
     last_role: PgRole | None = None  # when stopped: what pg_controldata says it last ran as
     job: Job | None = None
+    # A running primary: its pg_stat_replication rows, and synchronous_standby_names as SHOW reports it (the value
+    # in force, after any reload); None when not known (not running, or not a primary).
+    standbys: tuple[Standby, ...] = ()
+    sync_standby_names: str | None = None
 
 
 @dataclass(frozen=True)

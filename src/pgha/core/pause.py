@@ -41,7 +41,7 @@ def paused(obs: Observation, memory: Memory, settings: Settings) -> Decision:
             return Decision((AcquireLeader(),), memory, Reason.LEADER_KEY_REACQUIRE)
         gate = switchover.race_gate(obs, settings)
         if gate is not None and gate[0] == "race" and local.running:
-            return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), memory,
+            return Decision((AcquireLeader(),) + election.promotion(obs, settings) + switchover.clear_after_race(obs), memory,
                             Reason.FAILOVER_TO_ME)
         return Decision((), memory, Reason.PAUSED, detail="no leader; automatic failover is off")
     if local.running and local.role is PgRole.REPLICA and local.data_dir is DataDir.INITIALIZED \

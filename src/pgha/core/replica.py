@@ -108,7 +108,7 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
     gate = switchover.race_gate(obs, settings)
     if gate is not None and gate[0] == "race" and local.running:
         won = replace(memory, promoted_because=Reason.FAILOVER_TO_ME)
-        return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), won,
+        return Decision((AcquireLeader(),) + election.promotion(obs, settings) + switchover.clear_after_race(obs), won,
                         Reason.FAILOVER_TO_ME)
     verdict = (Reason.FAILOVER_OTHER, gate[1]) if gate is not None and gate[0] == "wait" else None
     verdict = verdict or election.judge(obs, settings)
@@ -122,5 +122,5 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
             return Decision((AcquireLeader(), StartPostgres(True)), memory, Reason.RACE_WON_PRIMARY)
         return Decision((StartPostgres(False, None),), memory, Reason.STARTING_REPLICA)
     won = replace(memory, promoted_because=Reason.RACE_WON)
-    return Decision((AcquireLeader(),) + election.promotion(obs) + switchover.clear_after_race(obs), won,
+    return Decision((AcquireLeader(),) + election.promotion(obs, settings) + switchover.clear_after_race(obs), won,
                     Reason.RACE_WON)

@@ -39,6 +39,11 @@ class Settings:
     # Patroni's failsafe_mode: with the DCS unreachable the primary keeps its role while every member accepts
     # its POST /failsafe (agent/failsafe.py); a replica that accepted one within ttl does not race.
     failsafe_mode: bool = False
+    # Synchronous replication (sync.py): off | on | quorum, Patroni's names and meanings.
+    synchronous_mode: str = "off"
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    maximum_lag_on_syncnode: int = -1  # bytes; <= 0: no limit
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,9 @@ class Memory:
     was_primary: bool = False
     # Since when this replica has run without streaming (None: it streams, or is not a running replica).
     unstreamed_since: float | None = None
+    # (synchronous_standby_names, our WAL position) when that value was first seen in force: commits acknowledged
+    # before it may lack from its standbys until they have flushed past that position (sync.py step 3).
+    sync_applied: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ import datetime
 
 from pgha.core.actions import (AwaitReplicated, Checkpoint, ClearFailover, RefreshLeader, ReleaseLeader, StopMode,
                                StopPostgres)
+from pgha.core import sync
 from pgha.core.model import Failover, Member, Observation
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
@@ -56,6 +57,9 @@ def as_leader(obs: Observation, memory: Memory, settings: Settings, upkeep: tupl
     # A candidate streaming from us receives everything at our clean stop (rule 3): the lag it last published
     # (up to a tick old, and behind by whatever we wrote since) does not matter here.
     candidates = healthy_candidates(obs, settings, check_lag=False, streaming=True)
+    voters = sync.restricted_to(obs, settings)
+    if voters is not None:  # sync mode: only a synchronous standby may take over (Patroni's 412 otherwise)
+        candidates = [m for m in candidates if m.name.lower() in voters]
     if request.member is not None:
         candidates = [m for m in candidates if m.name == request.member]
     if not candidates:

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any, Mapping
 from urllib.parse import urlparse, urlunparse
 
-from pgha.core.model import ClusterView, Failover, Member
+from pgha.core.model import ClusterView, Failover, Member, SyncState
 
 MEMBERS = "members/"
 # Permanent keys written whole by compare-and-swap (Dcs.put_key, Dcs.delete_key).
@@ -205,6 +205,30 @@ def parse_failsafe(value: str, key: str) -> tuple[Mapping[str, Any] | None, list
     return {k: v for k, v in data.items() if isinstance(v, str)}, []
 
 
+def parse_sync(value: str, key: str) -> tuple[SyncState | None, list[str]]:
+    """Patroni's ``{"leader", "sync_standby": "a,b"|null, "quorum"}``; ``{}`` or no leader: None. Names are
+    compared case-insensitively (Patroni's rule), so they are lower-cased here."""
+    ok, data = _json(value)
+    if not ok or not isinstance(data, dict):
+        return None, [f"{key}: sync is not a JSON object (ignored)"] if value.strip() else []
+    leader = _str(data.get("leader")) or None
+    if leader is None:
+        return None, []
+    standbys = data.get("sync_standby")
+    if standbys is not None and not isinstance(standbys, str):
+        return None, [f"{key}: sync_standby is not a comma-separated string or null: {standbys!r} (ignored)"]
+    voters = tuple(sorted({n.strip().lower() for n in (standbys or "").split(",") if n.strip()}))
+    quorum = _int(data.get("quorum"))
+    if quorum is None and data.get("quorum") not in (None, ""):
+        return None, [f"{key}: quorum is not a whole number: {data.get('quorum')!r} (ignored)"]
+    return SyncState(leader=leader, voters=voters, quorum=max(0, quorum or 0)), []
+
+
+def sync_value(leader: str, voters: tuple[str, ...], quorum: int) -> dict[str, Any]:
+    """The ``sync`` key as Patroni writes it."""
+    return {"leader": leader, "quorum": quorum, "sync_standby": ",".join(voters) if voters else None}
+
+
 def _status_timeline(status: str | None) -> int | None:
     """pgha's timeline claim in the ``status`` key (Patroni reads only optime/slots there and ignores it)."""
     if status is None:
@@ -254,8 +278,12 @@ def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
     if "failsafe" in rel:
         failsafe, w = parse_failsafe(rel["failsafe"], prefix + "failsafe")
         warnings += w
+    sync = None
+    if "sync" in rel:
+        sync, w = parse_sync(rel["sync"], prefix + "sync")
+        warnings += w
     view = ClusterView(leader=rel.get("leader"), members=tuple(members), initialize=rel.get("initialize"),
                        config=config, history=history, status_optime=optime, status_timeline=status_timeline,
                        failover=failover,
-                       failsafe=failsafe, versions=kept)
+                       failsafe=failsafe, sync=sync, versions=kept)
     return view, warnings
