@@ -211,7 +211,7 @@ def test_snapshot_reads_the_prefix_recursively(stub: Stub) -> None:
         entry("service/batman/leader", "pg1", 20, SID), entry("service/batman/members/pg1", member, 21, SID),
         entry("service/batman/failover", None, 22)], index=22)
     view = dcs.snapshot()
-    assert stub.seen[0]["query"] == {"recurse": "true", "consistent": ""}
+    assert stub.seen[0]["query"] == {"recurse": "1", "consistent": "1"}  # py-consul's spelling
     assert view.leader == "pg1" and view.initialize == "7441012345678901234"
     assert [m.name for m in view.members] == ["pg1"] and view.members[0].api_url.endswith("/patroni")
     assert view.config == {"ttl": 30}
@@ -367,7 +367,7 @@ def test_permanent_writes_and_cluster_removal(stub: Stub) -> None:
     dcs.set_status({"optime": 100})
     dcs.cancel_initialize()
     dcs.delete_cluster()
-    assert [r["query"] for r in stub.seen] == [{}, {}, {}, {}, {"recurse": "true"}]
+    assert [r["query"] for r in stub.seen] == [{}, {}, {}, {}, {"recurse": "1"}]
     assert stub.seen[1]["body"] == '[[1,100,"no recovery target specified"]]'
 
 
@@ -455,17 +455,18 @@ def test_service_is_registered_with_patronis_tags_and_check(stub: Stub) -> None:
     stub.expect("PUT", "/v1/agent/service/register", "")
     stub.expect("PUT", "/v1/kv/service/batman/members/pg1", True)
     dcs.touch_member("pg1", MEMBER)
-    assert json.loads(stub.seen[0]["body"]) == {
-        "ID": "batman/pg1", "Name": "batman", "Tags": ["dc-a", "primary", "master"], "Address": "10.0.0.1",
-        "Port": 5432, "EnableTagOverride": True,
-        "Check": {"HTTP": "http://10.0.0.1:8008/primary", "Interval": "5s", "DeregisterCriticalServiceAfter": "150.0s"}}
+    assert json.loads(stub.seen[0]["body"]) == {  # py-consul's field names (Consul matches them case-insensitively)
+        "id": "batman/pg1", "name": "batman", "tags": ["dc-a", "primary", "master"], "address": "10.0.0.1",
+        "port": 5432, "enabletagoverride": True,
+        "checks": [{"HTTP": "http://10.0.0.1:8008/primary", "Interval": "5s",
+                    "DeregisterCriticalServiceAfter": "150.0s"}]}
     stub.expect("PUT", "/v1/kv/service/batman/members/pg1", True)
     dcs.touch_member("pg1", {**MEMBER, "xlog_location": 5})  # same service: not sent again
     stub.expect("PUT", "/v1/agent/service/register", "")
     stub.expect("PUT", "/v1/kv/service/batman/members/pg1", True)
     dcs.touch_member("pg1", {**MEMBER, "role": "replica"})
-    assert json.loads(stub.seen[3]["body"])["Tags"] == ["dc-a", "replica"]
-    assert json.loads(stub.seen[3]["body"])["Check"]["HTTP"] == "http://10.0.0.1:8008/replica"
+    assert json.loads(stub.seen[3]["body"])["tags"] == ["dc-a", "replica"]
+    assert json.loads(stub.seen[3]["body"])["checks"][0]["HTTP"] == "http://10.0.0.1:8008/replica"
     stub.expect("PUT", "/v1/agent/service/deregister/batman/pg1", "")
     stub.expect("PUT", "/v1/kv/service/batman/members/pg1", True)
     dcs.touch_member("pg1", {**MEMBER, "role": "replica", "state": "stopped"})
