@@ -120,3 +120,19 @@ def test_switchover_checks_run_before_anything_is_written(api, dcs):
         got = request(api, "POST", "/switchover", json.dumps(body).encode(), {**GOOD, **JSON})
         assert got[:3:2] == (code, text)
     assert dcs.snapshot().failover is None
+
+
+def test_in_sync_mode_a_switchover_goes_only_to_a_synchronous_standby():
+    from pgha.api import manual
+    from pgha.core.model import ClusterView, Member, SyncState
+    members = tuple(Member(name=n, api_url=f"http://127.0.0.1:1/{n}") for n in ("n1", "n2", "n3"))
+    view = ClusterView(leader="n1", members=members, config={"synchronous_mode": "on"},
+                       sync=SyncState("n1", ("n2",), 0))
+    assert manual.targets(view, "n1", "n3", "switchover") == (412, "candidate name does not match with sync_standby")
+    assert manual.targets(view, "n1", None, "switchover") == ["n2"]
+    assert manual.targets(view, None, "n3", "failover") == ["n3"]  # a failover is the operator's choice
+    nobody = replace(view, sync=SyncState("n1", (), 0))
+    assert manual.targets(nobody, "n1", None, "switchover") == (412, "switchover is not possible: can not find "
+                                                                     "sync_standby")
+    off = replace(view, config={"synchronous_mode": "off"})
+    assert manual.targets(off, "n1", "n3", "switchover") == ["n3"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 from typing import Any, Mapping
 
+from pgha.core.dynamic import DynamicConfig
 from pgha.core.model import ClusterView, PeerStatus
 from pgha.dcs.keys import parse_time
 
@@ -74,18 +75,33 @@ def failover_request(body: Mapping[str, Any], action: str, paused: bool,
 
 
 def targets(view: ClusterView, leader: str | None, candidate: str | None, action: str) -> Error | list[str]:
-    """Patroni's ``is_failover_possible`` up to asking the members: an error, or the names to ask."""
+    """Patroni's ``is_failover_possible`` up to asking the members: an error, or the names to ask. In sync mode
+    a switchover goes only to a synchronous standby (the ``sync`` key's), as the leader will insist."""
     if leader and view.leader != leader:
         return 412, "leader name does not match"
+    voters = _sync_voters(view) if action == "switchover" else None
     if candidate:
+        if voters is not None and candidate.lower() not in voters:
+            return 412, "candidate name does not match with sync_standby"
         names = [m.name for m in view.members if m.name == candidate]
         if not names:
             return 412, "candidate does not exists"
         return names
     names = [m.name for m in view.members if m.name != view.leader and m.api_url]
+    if voters is not None:
+        names = [n for n in names if n.lower() in voters]
+        if not names:
+            return 412, f"{action} is not possible: can not find sync_standby"
     if not names:
         return 412, f"{action} is not possible: cluster does not have members except leader"
     return names
+
+
+def _sync_voters(view: ClusterView) -> frozenset[str] | None:
+    mode, _ = DynamicConfig.from_dict(view.config)
+    if mode.synchronous_mode not in ("on", "quorum") or view.sync is None:
+        return None
+    return frozenset(view.sync.voters)
 
 
 def candidate_ok(view: ClusterView, peers: tuple[PeerStatus, ...], action: str) -> Error | None:
