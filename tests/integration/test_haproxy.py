@@ -145,9 +145,10 @@ def test_haproxy_config_command_prints_a_config_haproxy_accepts(cluster, tmp_pat
 
 
 def test_the_seed_listen_blocks_route_against_pgha(cluster, seed_proxies):
-    # inter 3s fall 3: HAProxy starts with every server up, so allow for three failed checks
-    wait_routing(cluster, seed_proxies["003"], None, timeout=30)
-    wait_routing(cluster, seed_proxies["004_rw"], seed_proxies["004_ro"], timeout=30)
+    # inter 3s fall 3 rise 2: HAProxy starts with every server up, so allow for three failed checks (and, on a
+    # loaded machine, checks that time out: timeout check 5s)
+    wait_routing(cluster, seed_proxies["003"], None, timeout=60)
+    wait_routing(cluster, seed_proxies["004_rw"], seed_proxies["004_ro"], timeout=60)
 
 
 def test_failover_moves_rw_and_ro_and_the_router_says_so(cluster, seed_proxies):
@@ -171,8 +172,8 @@ def test_failover_moves_rw_and_ro_and_the_router_says_so(cluster, seed_proxies):
     cluster.up(timeout=120, timing=TEST_TIMING)  # restarts the dead node's agent: it rejoins as a replica
     all_streaming(cluster)
     wait_routing(cluster, layout.rw_port, layout.ro_port, timeout=30)
-    wait_routing(cluster, seed_proxies["003"], None, timeout=30)
-    wait_routing(cluster, seed_proxies["004_rw"], seed_proxies["004_ro"], timeout=30)
+    wait_routing(cluster, seed_proxies["003"], None, timeout=60)
+    wait_routing(cluster, seed_proxies["004_rw"], seed_proxies["004_ro"], timeout=60)
 
 
 def test_switchover_moves_rw_and_ro_and_the_old_leader_returns_to_ro(cluster, seed_proxies):
