@@ -59,6 +59,11 @@ ROWS: dict[str, tuple[str, dict[str, int] | None, str]] = {
     "pgha-default": ("pgha", None, "pgha's defaults (not set): 4 / 1 / 1"),
     "patroni-fastest": ("patroni", PATRONI_FASTEST, "Patroni's fastest accepted: 20 / 1 / 3"),
     "patroni-default": ("patroni", None, "Patroni's defaults (not set): 30 / 10 / 10"),
+    # issue #7: node death in synchronous mode, beside async and beside Patroni's synchronous_mode
+    "pgha-sync": ("pgha", {"ttl": 4, "loop_wait": 1, "retry_timeout": 1, "synchronous_mode": "on"},
+                  "pgha's defaults, synchronous_mode on"),
+    "patroni-sync": ("patroni", {**PATRONI_FASTEST, "synchronous_mode": True},
+                     "Patroni's fastest, synchronous_mode on"),
 }
 FAULTS = {
     "a": "node death (SIGKILL agent + postmaster)",
@@ -417,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=5, help="runs of each fault on each row (default 5)")
     ap.add_argument("--nodes", type=int, default=3)
-    ap.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated, from: {', '.join(ROWS)}")
+    ap.add_argument("--rows", default="pgha-default,patroni-fastest,patroni-default", help=f"comma-separated, from: {', '.join(ROWS)}")
     ap.add_argument("--faults", default="a,b,c", help="comma-separated, from: a, b, c")
     ap.add_argument("--load-seconds", type=int, default=120,
                     help="(d): pgbench against pgha's leader for this long; 0 skips it (default 120)")

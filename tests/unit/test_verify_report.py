@@ -186,3 +186,11 @@ def test_buckets_count_commits_per_node_and_failures():
 def test_account_needs_a_window():
     with pytest.raises(ValueError):
         account([], [], [], [], None, 0)
+
+
+def test_latency_percentiles_are_nearest_rank_in_ms():
+    from pgha.verify.report import latency
+    assert latency([]) == {}
+    got = latency([i / 1000 for i in range(1, 101)])  # 1..100 ms
+    assert got == {"p50": 50.0, "p95": 95.0, "p99": 99.0, "max": 100.0}
+    assert latency([0.004]) == {"p50": 4.0, "p95": 4.0, "p99": 4.0, "max": 4.0}

@@ -62,7 +62,7 @@ def to_json(result: Result) -> dict[str, Any]:
         "dsns": [redact(d) for d in s.dsns],
         "clients": s.clients, "seed": s.seed, "rate_per_client": s.rate, "min_gap_s": s.min_gap,
         "acked": r.acked, "failed_tx": r.failed_tx, "lost_acked": r.lost_acked, "in_doubt": r.in_doubt,
-        "connect_errors": result.connect_errors,
+        "connect_errors": result.connect_errors, "latency_ms": dict(r.latency_ms),
         "invariant_ok": r.invariant_ok, "expected_total": r.expected_total, "final_total": r.final_total,
         "ledger_matches_balances": r.ledger_matches_balances,
         "final_node": node_label(r.final_node, result.labels) if r.final_node else None,
@@ -105,6 +105,9 @@ def table(result: Result) -> str:
     writers = ", ".join(f"{node_label(w.node, result.labels)} tl{w.timeline} {w.first - r.start:.2f}-"
                         f"{w.last - r.start:.2f}s ({w.commits})" for w in r.writers)
     out.append(f"writers: {writers or 'none'}")
+    if r.latency_ms:
+        out.append("latency of acknowledged transactions (ms): " +
+                   ", ".join(f"{k} {v:.1f}" for k, v in r.latency_ms.items()))
     out.extend(result.notes)
     out.append("verdict: " + ("OK" if ok(r) else "FAILED (lost acknowledged commits, a broken invariant, "
                                                  "or two writers at once)"))

@@ -127,6 +127,8 @@ class Report:
     overlapping_writers: list[dict]
     faults: list[FaultFigures]
     final_node: str | None = None
+    # Acknowledged transactions' client-side latency in ms: {"p50", "p95", "p99", "max"} (empty: none acked).
+    latency_ms: Mapping[str, float] = field(default_factory=dict)
 
 
 # --- pieces ------------------------------------------------------------------------------------------------
@@ -246,7 +248,20 @@ def account(events: Sequence[TxEvent], ledger: Sequence[LedgerRow], windows: Seq
                   ledger_matches_balances=matches,
                   acked=len(acks), failed_tx=sum(1 for e in events if e.outcome != OK),
                   lost_acked=sum(f.lost_acked for f in figures), in_doubt=sum(f.in_doubt for f in figures),
-                  writers=found, overlapping_writers=pairs, faults=figures, final_node=final_node)
+                  writers=found, overlapping_writers=pairs, faults=figures, final_node=final_node,
+                  latency_ms=latency([e.end - e.start for e in events if e.outcome == OK]))
+
+
+def latency(seconds: Sequence[float]) -> dict[str, float]:
+    """Percentiles (nearest rank) of acknowledged transactions' durations, in ms: the price of synchronous commit
+    shows here."""
+    if not seconds:
+        return {}
+    ordered = sorted(seconds)
+
+    def rank(p: float) -> float:
+        return round(ordered[min(len(ordered) - 1, max(0, int(p * len(ordered) + 0.999999) - 1))] * 1000, 2)
+    return {"p50": rank(0.50), "p95": rank(0.95), "p99": rank(0.99), "max": round(ordered[-1] * 1000, 2)}
 
 
 def ok(report: Report) -> bool:
