@@ -204,6 +204,27 @@ def test_put_key_compare_and_swap(h: Any) -> None:
         a.put_key("leader", "pg1")  # the leader key is never written whole
 
 
+def test_sync_key_round_trip(h: Any) -> None:
+    """The sync key as the leader writes it (executor._WriteSync) comes back in the snapshot with its version."""
+    from pgha.dcs.keys import sync_value
+    a, b = h.agent(), h.agent()
+    assert b.snapshot().sync is None and b.snapshot().versions.get("sync", 0) == 0
+    assert a.put_key("sync", sync_value("pg1", (), 0), version=0)
+    view = b.snapshot()
+    assert (view.sync.leader, view.sync.voters, view.sync.quorum) == ("pg1", (), 0)
+    version = view.versions["sync"]
+    assert version > 0
+    assert a.put_key("sync", sync_value("pg1", ("pg2", "pg3"), 1), version=version)
+    assert not b.put_key("sync", sync_value("pg2", (), 0), version=version)  # it changed since b read it
+    view = b.snapshot()
+    assert (view.sync.leader, view.sync.voters, view.sync.quorum) == ("pg1", ("pg2", "pg3"), 1)
+    assert view.versions["sync"] != version
+    h.write_raw("sync", '{"leader":"PG1","sync_standby":"Pg2"}')  # Patroni's format, names case-insensitive
+    assert a.snapshot().sync.voters == ("pg2",) and a.snapshot().sync.lists("PG2")
+    h.write_raw("sync", "{}")
+    assert a.snapshot().sync is None and a.snapshot().versions["sync"] > 0
+
+
 def test_failover_key_formats(h: Any) -> None:
     a = h.agent()
     h.write_raw("failover", '{"leader":"pg1","scheduled_at":"2026-12-02T15:00:00+00:00"}')

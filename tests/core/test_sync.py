@@ -166,12 +166,13 @@ def test_strict_keeps_the_last_standby_and_otherwise_the_placeholder():
     assert local.sync_standby_names == sync.PLACEHOLDER and key == SyncState(ME)
 
 
-def test_mode_off_empties_key_then_ssn():
+def test_mode_off_deletes_the_key_then_gives_ssn_back_to_the_configuration():
     s = settings("off")
     d = tick(view(SyncState(ME, ("n2",), 0)), primary(ssn="n2"), s)
-    assert sync_actions(d) == [A.WriteSync(ME, (), 0, 7)]
-    d = tick(view(SyncState(ME)), primary(ssn="n2"), s)
-    assert sync_actions(d) == [A.SetSyncStandbyNames("")]
+    assert [a for a in d.actions if isinstance(a, (A.DeleteSync, A.SetSyncStandbyNames))] == \
+        [A.DeleteSync(7), A.SetSyncStandbyNames(None)]
+    d = tick(view(None), primary(ssn="an operator's own"), s)
+    assert sync_actions(d) == [] and d.reason is Reason.LEADER_REFRESHED  # left alone, as Patroni does
 
 
 # --- election -----------------------------------------------------------------------------------------------
@@ -192,6 +193,9 @@ def test_only_a_voter_promotes_even_behind_an_async_replica():
     d = tick(cluster, replica_local(500), settings("on"))
     assert isinstance(d.actions[0], A.AcquireLeader), d.reason  # n2 is ahead but async; no lag bound for n1
     assert d.actions[1:3] == (A.WriteSync(ME, (), 0, 3), A.SetSyncStandbyNames(""))
+    off = tick(replace(cluster, members=(member(ME, 800), member("n2", 800))),
+               replace(replica_local(800), sync_standby_names="n2"), settings("off"))
+    assert A.SetSyncStandbyNames(None) in off.actions  # no value left from a sync mode blocks the new primary
     other = tick(cluster, replica_local(800), replace(settings("on"), name="n2"))
     assert other.reason is Reason.RACE_NOT_SYNC and not other.actions
 

@@ -56,6 +56,16 @@ FROZEN_LEADER = status(last_tick_wall=NOW - 10)  # the agent said "lock holder" 
 PAUSED_NO_DCS = status(lock_holder=False, pause=True, dcs_last_seen=int(NOW) - 60)
 LEADER_NO_DCS = status(dcs_last_seen=int(NOW) - 60)  # lock still valid, DCS view stale
 PROMOTING = status(role="replica", replication_state="streaming", xlog=replica_xlog(0))  # lock held, still replica
+SYNC = status(role="replica", lock_holder=False, replication_state="streaming", xlog=replica_xlog(1000),
+              sync="sync_standby")
+QUORUM = status(role="replica", lock_holder=False, replication_state="streaming", xlog=replica_xlog(1000),
+                sync="quorum_standby")
+SYNC_LAGGING = status(role="replica", lock_holder=False, replication_state="streaming", xlog=replica_xlog(50 * MB),
+                      sync="sync_standby")
+SYNC_NO_DCS = status(role="replica", lock_holder=False, replication_state="streaming", xlog=replica_xlog(0),
+                     sync="sync_standby", dcs_last_seen=int(NOW) - 60)
+SYNC_STOPPED = status(state="stopped", role="replica", pg_running=False, lock_holder=False, sync="sync_standby")
+LEADER_IN_KEY = status(sync="sync_standby")  # the flag is a replica's only: a primary never carries it
 
 TABLE = [
     # --- the leader
@@ -126,6 +136,31 @@ TABLE = [
     ("leader, DCS stale", LEADER_NO_DCS, "/primary", 200),
     ("leader, DCS stale", LEADER_NO_DCS, "/read-only-sync", 503),
     ("promoting", PROMOTING, "/primary", 200), ("promoting", PROMOTING, "/replica", 200),
+    # --- a sync standby (synchronous_mode on, listed in the sync key)
+    ("sync standby", SYNC, "/sync", 200), ("sync standby", SYNC, "/synchronous", 200),
+    ("sync standby", SYNC, "/quorum", 503), ("sync standby", SYNC, "/async", 503),
+    ("sync standby", SYNC, "/asynchronous", 503), ("sync standby", SYNC, "/read-only-sync", 200),
+    ("sync standby", SYNC, "/read-only-synchronous", 200), ("sync standby", SYNC, "/read-only-quorum", 503),
+    ("sync standby", SYNC, "/replica", 200), ("sync standby", SYNC, "/read-only", 200),
+    ("sync standby", SYNC, "/primary", 503), ("sync standby", SYNC, "/sync?lag=500", 503),
+    ("sync standby", SYNC, "/sync?tag_dc=west", 503), ("sync standby", SYNC, "/sync?tag_dc=east", 200),
+    ("sync standby", SYNC, "/read-only-sync?lag=500", 503),
+    ("sync standby, lagging", SYNC_LAGGING, "/sync?lag=16MB", 503),
+    ("sync standby, lagging", SYNC_LAGGING, "/sync", 200),
+    ("sync standby, DCS stale", SYNC_NO_DCS, "/sync", 503),
+    ("sync standby, DCS stale", SYNC_NO_DCS, "/read-only-sync", 503),
+    ("sync standby, DCS stale", SYNC_NO_DCS, "/replica", 200),
+    ("sync standby, stopped", SYNC_STOPPED, "/sync", 503),
+    ("sync standby, stopped", SYNC_STOPPED, "/async", 503),
+    # --- a quorum standby (synchronous_mode quorum, listed in the sync key)
+    ("quorum standby", QUORUM, "/quorum", 200), ("quorum standby", QUORUM, "/sync", 503),
+    ("quorum standby", QUORUM, "/synchronous", 503), ("quorum standby", QUORUM, "/async", 503),
+    ("quorum standby", QUORUM, "/read-only-quorum", 200), ("quorum standby", QUORUM, "/read-only-sync", 503),
+    ("quorum standby", QUORUM, "/read-only-synchronous", 503), ("quorum standby", QUORUM, "/replica", 200),
+    ("quorum standby", QUORUM, "/quorum?lag=500", 503),
+    # --- the leader keeps its answers whatever the key says
+    ("leader in key", LEADER_IN_KEY, "/sync", 503), ("leader in key", LEADER_IN_KEY, "/read-only-sync", 200),
+    ("leader in key", LEADER_IN_KEY, "/read-only-quorum", 200), ("leader in key", LEADER_IN_KEY, "/async", 503),
     # --- nothing published yet
     ("empty", {}, "/", 503), ("empty", {}, "/health", 503), ("empty", {}, "/replica", 503),
 ]

@@ -191,6 +191,9 @@ class Executor:
         value = sync_value(a.leader, a.voters, a.quorum)
         return self.dcs.put_key("sync", value, version=a.version, timeout=self.timeout())
 
+    def _DeleteSync(self, a: A.DeleteSync) -> bool:
+        return self.dcs.delete_key("sync", version=a.version, timeout=self.timeout())
+
     def _SetSyncStandbyNames(self, a: A.SetSyncStandbyNames) -> None:
         self.node.set_sync_standby_names(a.value)
 

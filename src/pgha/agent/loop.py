@@ -94,6 +94,10 @@ class Agent:
                         remove_data_directory_on_diverged_timelines=pg.remove_data_directory_on_diverged_timelines,
                         primary_start_timeout=self.dynamic.primary_start_timeout,
                         failsafe_mode=self.dynamic.failsafe_mode,
+                        synchronous_mode=self.dynamic.synchronous_mode,
+                        synchronous_mode_strict=self.dynamic.synchronous_mode_strict,
+                        synchronous_node_count=self.dynamic.synchronous_node_count,
+                        maximum_lag_on_syncnode=self.dynamic.maximum_lag_on_syncnode,
                         fence_margin=min(2.0, ttl * 0.25))
 
     def _apply_dynamic(self, cluster: ClusterView | None) -> None:

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 
 from pgha.agent.member import member_role, member_state, note_status, status_flags
 from pgha.api.status import build_status
+from pgha.cli.listing import sync_role
 from pgha.core.model import ClusterView, LocalState, PgRole
 from pgha.core.settings import Settings
 
@@ -45,4 +46,5 @@ def api_status(cfg: Any, settings: Settings, local: LocalState, extras: Mapping[
         loop_wait=settings.loop_wait, ttl=settings.ttl,
         maximum_lag_on_failover=settings.maximum_lag_on_failover,
         status_optime=cluster.status_optime if cluster is not None else None,
-        latest_end_lsn=extras.get("latest_end_lsn"))
+        latest_end_lsn=extras.get("latest_end_lsn"),
+        sync=sync_role(cluster, cfg.name) if cluster is not None else None)

@@ -20,10 +20,12 @@ Rules (Patroni's ``RestApiHandler.do_GET``, ``do_GET_liveness``, ``_readiness``)
    ``lag`` is bytes or ``16kB``/``64MB``/``1GB`` (Patroni's ``parse_int(v, 'B')``; unreadable means no limit).
 6. ``tag_<k>=<v>`` filters apply to a 200 on every path but the leader/primary/standby-leader ones: the
    configured tag must exist and equal ``v`` (non-strings compared as ``str(value).lower()``).
-7. pgha has no synchronous replication yet, so no member is a sync or quorum standby: ``/sync``,
-   ``/synchronous`` and ``/quorum`` answer 503; ``/async`` answers as ``/replica`` (with a fresh DCS view);
-   ``/read-only-sync`` and ``/read-only-quorum`` answer 200 only where ``/primary`` or ``/standby-leader`` would
-   (as Patroni does for a primary), else 503.
+7. Synchronous replication (Patroni's rules on the ``sync_standby``/``quorum_standby`` flags of the status, set
+   by the agent for a member running as a replica that the ``sync`` key lists, in mode ``on``/``quorum``):
+   ``/sync`` ``/synchronous`` answer as ``/replica`` for a sync standby, ``/quorum`` as ``/replica`` for a quorum
+   standby, ``/async`` ``/asynchronous`` as ``/replica`` for a member that is neither; ``/read-only-sync``
+   ``/read-only-synchronous`` 200 where ``/primary`` or ``/standby-leader`` would, else as ``/replica`` for a sync
+   standby; ``/read-only-quorum`` likewise for a quorum standby. Anything else on these paths: 503.
 """
 
 from __future__ import annotations
@@ -100,6 +102,8 @@ class Facts:
     primary: int  # /primary, /read-write, /
     standby_leader: int  # /standby-leader
     replica: int  # /replica
+    sync_standby: bool = False  # rule 7
+    quorum_standby: bool = False
 
 
 def private(status: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -185,7 +189,8 @@ def facts(path: str, query: Mapping[str, list[str]], status: Mapping[str, Any], 
     leader, primary, standby, replica = _leader_codes(status, now, fresh, _replica_code(status, query, fresh))
     return Facts(path="/primary" if path == "/" else path, state=status.get("state"),
                  role=status.get("role"), dcs_fresh=fresh, leader=leader, primary=primary,
-                 standby_leader=standby, replica=replica)
+                 standby_leader=standby, replica=replica, sync_standby=status.get("sync_standby") is True,
+                 quorum_standby=status.get("quorum_standby") is True)
 
 
 # --- the rule table (rule 1) -------------------------------------------------------------------------------------
@@ -202,17 +207,24 @@ def _writer_ok(f: Facts) -> bool:
     return OK in (f.primary, f.standby_leader)
 
 
-# Exact paths that need the /sync key; answered only with a fresh DCS view. No member is ever a sync or quorum
-# standby (pgha has no synchronous mode yet), so each answer is what Patroni gives such a member.
+def _if(ok: bool, code: int) -> int:
+    return code if ok else UNAVAILABLE
+
+
+def _read_only_sync(f: Facts, standby: bool) -> int:
+    return OK if _writer_ok(f) else _if(standby, f.replica)
+
+
+# Exact paths that need the /sync key (rule 7); answered only with a fresh DCS view.
 _SYNC_PATHS: dict[str, Callable[[Facts], int]] = {
-    "/sync": lambda f: UNAVAILABLE,
-    "/synchronous": lambda f: UNAVAILABLE,
-    "/quorum": lambda f: UNAVAILABLE,
-    "/async": lambda f: f.replica,
-    "/asynchronous": lambda f: f.replica,
-    "/read-only-sync": lambda f: _code(_writer_ok(f)),
-    "/read-only-synchronous": lambda f: _code(_writer_ok(f)),
-    "/read-only-quorum": lambda f: _code(_writer_ok(f)),
+    "/sync": lambda f: _if(f.sync_standby, f.replica),
+    "/synchronous": lambda f: _if(f.sync_standby, f.replica),
+    "/quorum": lambda f: _if(f.quorum_standby, f.replica),
+    "/async": lambda f: _if(not f.sync_standby and not f.quorum_standby, f.replica),
+    "/asynchronous": lambda f: _if(not f.sync_standby and not f.quorum_standby, f.replica),
+    "/read-only-sync": lambda f: _read_only_sync(f, f.sync_standby),
+    "/read-only-synchronous": lambda f: _read_only_sync(f, f.sync_standby),
+    "/read-only-quorum": lambda f: _read_only_sync(f, f.quorum_standby),
 }
 
 

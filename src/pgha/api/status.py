@@ -24,7 +24,7 @@ from typing import Any, Mapping, Protocol
 
 from pgha import PATRONI_COMPAT_VERSION
 from pgha.api.health import PRIVATE, parse_bytes
-from pgha.cli.listing import format_lsn
+from pgha.cli.listing import format_lsn, sync_role
 from pgha.core.model import ClusterView, Member
 from pgha.postgres.conf import parse_conn_url
 
@@ -65,11 +65,14 @@ def _xlog(role: str, xlog: Mapping[str, Any]) -> dict[str, Any]:
 
 def _postgres_part(*, state: str, role: str, pg_running: bool, server_version: int | None,
                    postmaster_start_time: str | None, timeline: int | None, xlog: Mapping[str, Any],
-                   replication: list[dict], replication_state: str | None) -> dict[str, Any]:
+                   replication: list[dict], replication_state: str | None, sync: str | None) -> dict[str, Any]:
     if not pg_running:
         return {"state": "unknown" if state == "running" else state, "role": role}
     out: dict[str, Any] = {"state": state, "postmaster_start_time": postmaster_start_time, "role": role,
-                           "server_version": server_version, "xlog": _xlog(role, xlog), "timeline": timeline}
+                           "server_version": server_version, "xlog": _xlog(role, xlog)}
+    if role == "replica" and sync in ("sync_standby", "quorum_standby"):
+        out[sync] = True
+    out["timeline"] = timeline
     if replication_state:
         out["replication_state"] = replication_state
     if replication:
@@ -84,13 +87,16 @@ def build_status(*, name: str, scope: str, state: str, role: str, pg_running: bo
                  pause: bool, pending_restart: bool, last_tick_wall: float, loop_wait: float, ttl: float,
                  maximum_lag_on_failover: int, status_optime: int | None, latest_end_lsn: int | None = None,
                  standby_cluster: bool = False,
-                 pending_restart_reason: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                 pending_restart_reason: Mapping[str, Any] | None = None,
+                 sync: str | None = None) -> dict[str, Any]:
     """One tick's status (rule 1). ``lock_holder``: the last successful lock refresh is less than ttl old.
     ``latest_end_lsn``: the WAL receiver's latest_end_lsn (the upstream's flush position), when known.
-    ``dcs_last_seen``: epoch seconds of the last successful DCS read."""
+    ``dcs_last_seen``: epoch seconds of the last successful DCS read. ``sync``: ``sync_standby`` or
+    ``quorum_standby`` when the sync key lists this member in that mode (listing.sync_role); Patroni's flag of
+    that name is set only for a member running as a replica."""
     out = _postgres_part(state=state, role=role, pg_running=pg_running, server_version=server_version,
                          postmaster_start_time=postmaster_start_time, timeline=timeline, xlog=xlog,
-                         replication=replication, replication_state=replication_state)
+                         replication=replication, replication_state=replication_state, sync=sync)
     if pause:
         out["pause"] = True
     if cluster_unlocked:
@@ -130,7 +136,7 @@ _MEMBER_OPTIONAL = ("timeline", "pending_restart", "pending_restart_reason", "sc
 
 def _cluster_role(view: ClusterView, member: Member, standby: bool) -> str:
     if member.name != view.leader:
-        return "replica"  # no synchronous mode in pgha: nobody is sync_standby/quorum_standby
+        return sync_role(view, member.name) or "replica"
     if standby:
         return "standby_leader"
     return "promoted" if member.data.get("role") == "promoted" else "leader"

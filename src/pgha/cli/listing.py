@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 from pgha.cli import tables
 from pgha.cli.tables import dump_yaml
+from pgha.core.dynamic import DynamicConfig
 from pgha.core.model import ClusterView, Member
 from pgha.postgres.conf import parse_conn_url
 
@@ -36,10 +37,23 @@ def _host(member: Member, show_port: bool) -> str:
     return f"{address[0]}:{address[1]}" if show_port else address[0]
 
 
+def sync_role(view: ClusterView, name: str) -> str | None:
+    """``sync_standby`` / ``quorum_standby`` for a member the ``sync`` key lists (case-insensitively) while the
+    cluster's dynamic config asks for synchronous mode ``on`` / ``quorum`` (not in a standby cluster); else None.
+    Patroni's ``cluster_as_json``: the key alone decides, whatever the member's state."""
+    config = view.config or {}
+    if view.sync is None or not view.sync.lists(name) or config.get("standby_cluster"):
+        return None
+    mode = DynamicConfig.from_dict({"synchronous_mode": config.get("synchronous_mode", False)})[0].synchronous_mode
+    return {"on": "sync_standby", "quorum": "quorum_standby"}.get(mode)
+
+
 def role_name(view: ClusterView, member: Member) -> str:
+    """patronictl's Role column: the /cluster role, words capitalised."""
     if member.name == view.leader:
         return "Standby Leader" if member.role == "standby_leader" else "Leader"
-    return "Replica"
+    return {"sync_standby": "Sync Standby", "quorum_standby": "Quorum Standby"}.get(
+        sync_role(view, member.name) or "", "Replica")
 
 
 def state_name(view: ClusterView, member: Member) -> str:

@@ -168,9 +168,10 @@ class WriteFailsafe:
 class SetSyncStandbyNames:
     """Make ``value`` PostgreSQL's synchronous_standby_names: kept in the configuration pgha writes (so a restart
     or a promotion keeps it) and applied at once with a reload when PostgreSQL runs. The next tick's
-    ``LocalState.sync_standby_names`` shows whether it is in force."""
+    ``LocalState.sync_standby_names`` shows whether it is in force. None: pgha stops setting it, and the
+    configuration's own value (postgresql.parameters; usually none) applies again."""
 
-    value: str
+    value: str | None
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,13 @@ class WriteSync:
     leader: str
     voters: tuple[str, ...]
     quorum: int
+    version: int
+
+
+@dataclass(frozen=True)
+class DeleteSync:
+    """Delete the ``sync`` key if unchanged since ``version`` (mode off: Patroni deletes it too)."""
+
     version: int
 
 
@@ -229,6 +237,6 @@ class Exit:
 Action = Union[
     AcquireLeader, RefreshLeader, ReleaseLeader, RevokeLease, ClaimInitialize, SetInitialize, CancelInitialize, WriteConfig,
     Bootstrap, Clone, RemoveDataDir, StartPostgres, Follow, ClaimTimeline, Promote, Demote, StopPostgres, Rewind, AwaitReplicated,
-    Checkpoint, ClearFailover, WriteFailsafe, SetSyncStandbyNames, WriteSync, ReloadPostgres, Answer, UpdateHistory,
+    Checkpoint, ClearFailover, WriteFailsafe, SetSyncStandbyNames, WriteSync, DeleteSync, ReloadPostgres, Answer, UpdateHistory,
     SyncSlots, AckJob, Exit,
 ]

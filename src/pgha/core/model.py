@@ -161,8 +161,8 @@ class LocalState:
     following: str | None = None  # member name the configuration points the replica at (None: no upstream)
     last_role: PgRole | None = None  # when stopped: what pg_controldata says it last ran as
     job: Job | None = None
-    # A running primary: its pg_stat_replication rows, and synchronous_standby_names as SHOW reports it (the value
-    # in force, after any reload); None when not known (not running, or not a primary).
+    # A running primary: its pg_stat_replication rows. Any running node: synchronous_standby_names as SHOW reports
+    # it (the value in force, after any reload); None when not known (not running).
     standbys: tuple[Standby, ...] = ()
     sync_standby_names: str | None = None
 

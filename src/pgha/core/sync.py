@@ -29,7 +29,8 @@ Rules
    and the key keeps no voter (nobody may promote: what was acknowledged alone must not be lost to a stale
    standby). Strict: the last voters stay in SSN, or Patroni's placeholder name that no standby has, so
    commits wait (writes block) until a standby returns.
-5. Election (``may_promote``): with the key naming a leader, only a voter (or that leader) may promote, and
+5. Mode ``off``: the leader deletes the key, then gives SSN back to the configuration (Patroni's behaviour).
+   Election (``may_promote``): with the key naming a leader, only a voter (or that leader) may promote, and
    only after hearing from Q other voters this tick, none ahead. An empty key (mode just switched on) does not
    restrict. Mode ``off`` ignores the key.
 6. A promotion in sync mode first writes the key with itself as leader and no voter (Patroni does the same):
@@ -41,7 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
-from pgha.core.actions import SetSyncStandbyNames, WriteSync
+from pgha.core.actions import DeleteSync, SetSyncStandbyNames, WriteSync
 from pgha.core.model import Member, Observation, SyncState
 from pgha.core.settings import Memory, Settings
 
@@ -108,12 +109,12 @@ def leader_steps(obs: Observation, memory: Memory, settings: Settings) -> tuple[
     version = cluster.versions.get("sync", 0)
     key = cluster.sync
     if not enabled(settings):
-        actions: tuple = ()
-        if key is not None and key.voters:
-            actions += (WriteSync(settings.name, (), 0, version),)  # the key first: nobody relies on SSN now
-        elif obs.local.sync_standby_names:
-            actions += (SetSyncStandbyNames(""),)
-        return actions, replace(memory, sync_applied=None), "off: asynchronous" if actions else ""
+        if key is None:
+            return (), replace(memory, sync_applied=None), ""
+        # The key goes first (nobody may rely on SSN any more), then SSN is handed back to the configuration,
+        # so an operator's own synchronous_standby_names (Patroni leaves it alone in mode off) applies again.
+        return (DeleteSync(version), SetSyncStandbyNames(None)), replace(memory, sync_applied=None), \
+            "off: the sync key is removed, synchronous_standby_names is the configuration's again"
     if key is None or key.leader is None or key.leader.lower() != settings.name.lower():
         return (WriteSync(settings.name, (), 0, version),), memory, "taking the sync key"
     observed = obs.local.sync_standby_names
@@ -237,8 +238,8 @@ def _show(names: tuple[str, ...]) -> str:
 def before_promote(obs: Observation, settings: Settings) -> tuple:
     """Rule 6: the key names us with no voter, and the new primary starts with SSN empty (or the placeholder
     in strict mode) until its first tick as leader picks standbys."""
-    if not enabled(settings):
-        return ()
+    if not enabled(settings):  # a value left from an earlier sync mode would block the new primary's writes
+        return (SetSyncStandbyNames(None),) if obs.local.sync_standby_names else ()
     assert obs.cluster is not None
     wanted = render((), 0, False, settings.synchronous_mode_strict)
     return (WriteSync(settings.name, (), 0, obs.cluster.versions.get("sync", 0)), SetSyncStandbyNames(wanted))

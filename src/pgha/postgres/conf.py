@@ -10,14 +10,20 @@ Rules
 3. Passwords never go into postgresql.conf: replication connections read them from the pgpass file (0600).
 4. A replica's upstream member name is recorded in a marker comment so an agent that restarts knows whom its
    PostgreSQL follows without asking it.
+5. synchronous_standby_names, once the agent set it (sync mode, core/sync.py), is pgha's: it wins over the
+   parameters and is recorded in a marker comment (as JSON) so an agent that restarts renders it again instead
+   of silently dropping it (a primary running asynchronously while the sync key says a standby has everything).
 """
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any, Mapping
 
 UPSTREAM_MARKER = "# pgha-upstream: "
+SYNC_MARKER = "# pgha-synchronous-standby-names: "
+_SYNC_PARAM = "synchronous_standby_names"
 
 # Patroni's defaults for the parameters replication needs (spec section 3, "GUCs").
 DEFAULT_PARAMETERS: dict[str, Any] = {
@@ -73,8 +79,12 @@ def merge_parameters(dynamic: Mapping[str, Any], local: Mapping[str, Any]) -> di
 
 
 def render_postgresql_conf(parameters: Mapping[str, Any], *, listen_addresses: str, port: int, cluster_name: str,
-                           standby: Mapping[str, Any] | None, upstream: str | None) -> str:
-    """``standby`` holds primary_conninfo / primary_slot_name when the node runs as a replica, else None."""
+                           standby: Mapping[str, Any] | None, upstream: str | None,
+                           sync_standby_names: str | None = None) -> str:
+    """``standby`` holds primary_conninfo / primary_slot_name when the node runs as a replica, else None;
+    ``sync_standby_names`` is the value the agent set (None: the parameters' own, if any)."""
+    if sync_standby_names is not None:
+        parameters = {k: v for k, v in parameters.items() if str(k).lower() != _SYNC_PARAM}
     lines = [
         "# Written by pgha; edits here are overwritten. Set parameters in the YAML (postgresql.parameters)",
         "# or in the cluster's dynamic configuration instead.",
@@ -84,11 +94,51 @@ def render_postgresql_conf(parameters: Mapping[str, Any], *, listen_addresses: s
         f"cluster_name = {quote_guc(cluster_name)}",
     ]
     lines += [f"{key} = {quote_guc(value)}" for key, value in sorted(parameters.items())]
+    lines += _sync_lines(sync_standby_names)
     if standby is not None:
         lines.append("recovery_target_timeline = 'latest'")
         lines += [f"{key} = {quote_guc(value)}" for key, value in sorted(standby.items()) if value]
         lines.append(UPSTREAM_MARKER + (upstream or ""))
     return "\n".join(lines) + "\n"
+
+
+def _sync_lines(value: str | None) -> list[str]:
+    if value is None:
+        return []
+    return [SYNC_MARKER + json.dumps(value), f"{_SYNC_PARAM} = {quote_guc(value)}"]
+
+
+def sync_from_conf(text: str | None) -> str | None:
+    """The synchronous_standby_names the agent set, from its marker (None: it never set one here)."""
+    for line in (text or "").splitlines():
+        if line.startswith(SYNC_MARKER):
+            try:
+                value = json.loads(line[len(SYNC_MARKER):])
+            except ValueError:
+                return None
+            return value if isinstance(value, str) else None
+    return None
+
+
+def with_sync_standby_names(text: str, value: str | None, own: Any = None) -> str:
+    """``text`` (a postgresql.conf pgha rendered) with synchronous_standby_names set to ``value``, everything else
+    kept: the line and its marker replace any earlier ones, in place of the first or before the replica block.
+    ``value`` None gives the parameter back to the configuration: ``own`` (the parameters' value; None: unset)
+    without a marker."""
+    lines = text.splitlines()
+    kept: list[str] = []
+    at: int | None = None
+    for line in lines:
+        if line.startswith(SYNC_MARKER) or re.match(rf"^\s*{_SYNC_PARAM}\s*=", line, re.IGNORECASE):
+            at = len(kept) if at is None else at
+            continue
+        kept.append(line)
+    if at is None:
+        at = next((i for i, line in enumerate(kept)
+                   if line.startswith(("recovery_target_timeline =", UPSTREAM_MARKER))), len(kept))
+    kept[at:at] = _sync_lines(value) if value is not None else \
+        ([f"{_SYNC_PARAM} = {quote_guc(own)}"] if own is not None else [])
+    return "\n".join(kept) + "\n"
 
 
 def upstream_from_conf(text: str | None) -> str | None:

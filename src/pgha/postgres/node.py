@@ -8,6 +8,8 @@ Rules
 2. The replica configuration (standby.signal, primary_conninfo, primary_slot_name) is written *before* the
    server starts, so a node never starts as a primary by accident.
 3. Role passwords are sent with logging of the statement switched off for the session.
+4. synchronous_standby_names set by the agent (sync mode) is part of every postgresql.conf rendered afterwards
+   (starts, reloads, promotion, after an agent restart: read back from the file's marker, conf.py rule 5).
 """
 
 from __future__ import annotations
@@ -55,7 +57,11 @@ class PostgresNode:
         self.dynamic_parameters: Mapping[str, Any] = {}
         self.use_slots = True
         self._lifecycle = threading.Lock()  # start and stop never overlap (starts run in background jobs)
+        self._conf_lock = threading.Lock()  # postgresql.conf is rendered and rewritten by one thread at a time
         self.stop_epoch = 0
+        # synchronous_standby_names as the agent last set it (None: never, the parameters decide).
+        self.sync_standby_names: str | None = conf.sync_from_conf(
+            read_text(os.path.join(self.data_dir, "postgresql.conf")))
 
     def local_state(self) -> LocalState:
         state = self.probe.local_state(self.upstream())
@@ -94,10 +100,12 @@ class PostgresNode:
         reload."""
         standby = self._standby_settings(upstream) if as_replica else None
         params = conf.merge_parameters(self.dynamic_parameters, self.pg.parameters)
-        text = conf.render_postgresql_conf(params, listen_addresses=self.pg.listen_addresses, port=self.pg.port,
-                                           cluster_name=self.cfg.scope, standby=standby,
-                                           upstream=upstream.name if upstream else None)
-        self._write("postgresql.conf", text)
+        with self._conf_lock:
+            text = conf.render_postgresql_conf(params, listen_addresses=self.pg.listen_addresses, port=self.pg.port,
+                                               cluster_name=self.cfg.scope, standby=standby,
+                                               upstream=upstream.name if upstream else None,
+                                               sync_standby_names=self.sync_standby_names)
+            self._write("postgresql.conf", text)
         if hba:
             self._write("pg_hba.conf", conf.render_pg_hba(hba))
         signal_file = os.path.join(self.data_dir, "standby.signal")
@@ -209,6 +217,28 @@ class PostgresNode:
         self.configure(upstream, state.role is PgRole.REPLICA, hba, signal=False)
         self.commands.reload()
 
+    def set_sync_standby_names(self, value: str | None) -> None:
+        """Keep ``value`` as synchronous_standby_names in postgresql.conf from now on (rule 4) and, when
+        PostgreSQL runs, reload it. Only that line changes in the file as it is (upstream, replica settings kept);
+        without a file yet, the next configure() writes it. None gives the parameter back to the configuration
+        (postgresql.parameters); nothing happens when pgha had not set one."""
+        if value is None and self.sync_standby_names is None:
+            return
+        self.sync_standby_names = value
+        own = conf.merge_parameters(self.dynamic_parameters, self.pg.parameters)
+        own_value = next((v for k, v in own.items() if str(k).lower() == "synchronous_standby_names"), None)
+        path = os.path.join(self.data_dir, "postgresql.conf")
+        with self._conf_lock:
+            text = read_text(path)
+            if text is None:
+                return
+            updated = conf.with_sync_standby_names(text, value, own_value)
+            if updated != text:
+                self._write("postgresql.conf", updated)
+        # A value already in the file may not be in force yet (a reload that failed): reload all the same.
+        if self.commands.postmaster_pid() is not None:
+            self.commands.reload()
+
     def remove_data_dir(self) -> None:
         if os.path.isdir(self.data_dir):
             shutil.rmtree(self.data_dir)
@@ -223,6 +253,7 @@ class PostgresNode:
     # --- background jobs -------------------------------------------------------------------------------
     def bootstrap(self, initdb_args: tuple[str, ...], hba: tuple[str, ...] | None, post_bootstrap_hba: tuple[str, ...]) -> None:
         """initdb, our configuration, start as primary, roles. Runs in a background job."""
+        self.sync_standby_names = None  # a new cluster: no standby to wait for (an old value would block roles)
         self._prepare_data_dir()
         self.write_pgpass()
         args = ["-D", self.data_dir, f"--username={self.pg.superuser.username}", *initdb_args]
@@ -295,6 +326,7 @@ class PostgresNode:
         address = conf.parse_conn_url(source.conn_url)
         if address is None:
             raise CommandError(f"member {source.name} publishes no usable conn_url")
+        self.sync_standby_names = None  # a new copy: whatever this node set as a primary before is gone with it
         self._prepare_data_dir()
         self.write_pgpass()
         info = conf.conninfo(host=address[0], port=address[1], user=self.pg.replication.username,

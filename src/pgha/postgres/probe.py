@@ -2,8 +2,9 @@
 
 Rules
 1. The probe never changes anything; a failed query means "not answering", not an error to raise.
-2. One SQL round trip per tick when PostgreSQL runs; pg_controldata only when it does not (or once, for the
-   system identifier, which never changes for a data directory).
+2. One SQL round trip per tick when PostgreSQL runs (a primary's walsenders and the synchronous_standby_names
+   in force included); pg_controldata only when it does not (or once, for the system identifier, which never
+   changes for a data directory).
 3. Every connection attempt and query has a short deadline (connect_timeout, statement_timeout), so a hung
    server cannot stall the HA loop.
 """
@@ -15,7 +16,7 @@ import re
 
 import psycopg
 
-from pgha.core.model import DataDir, LocalState, PgRole
+from pgha.core.model import DataDir, LocalState, PgRole, Standby
 from pgha.postgres.control import PgCommands
 
 _STATUS_SQL = """
@@ -38,7 +39,11 @@ SELECT pg_is_in_recovery(),
                                           'client_addr', client_addr::text, 'state', state,
                                           'sync_state', sync_state, 'sync_priority', sync_priority))
           FROM pg_stat_replication),
-       (SELECT json_agg(name ORDER BY name) FROM pg_settings WHERE pending_restart)
+       (SELECT json_agg(name ORDER BY name) FROM pg_settings WHERE pending_restart),
+       (SELECT json_agg(json_build_object('name', application_name, 'state', state, 'sync_state', sync_state,
+                                          'flush_lsn', (flush_lsn - '0/0'::pg_lsn)::bigint))
+          FROM pg_stat_replication),
+       current_setting('synchronous_standby_names')
 """
 
 
@@ -154,18 +159,34 @@ class Probe:
             self.extras = {}
             return base  # starting, or not answering: role unknown
         in_recovery, flush, received, replayed, timeline, received_tli, wr_status, sender = row[:8]
-        version, started, replayed_at, paused, latest_end, replication, pending = row[8:]
+        version, started, replayed_at, paused, latest_end, replication, pending = row[8:15]
+        walsenders, sync_names = row[15:17]
         self.extras = {"server_version": version, "postmaster_start_time": started, "replayed_timestamp": replayed_at,
                        "paused": paused, "latest_end_lsn": latest_end, "replication": replication or [],
                        "pending_restart_reason": self._pending_reason(pending)}
         if not in_recovery:
-            return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None)
+            return _replace(base, role=PgRole.PRIMARY, timeline=timeline, wal_position=flush, following=None,
+                            standbys=standbys(walsenders), sync_standby_names=sync_names)
         position = max(p for p in (received, replayed, 0) if p is not None)
         replaying = replay_timeline(self.commands.postmaster_pid())
         timeline = replaying or max(timeline or 0, received_tli or 0) or None
         return _replace(base, role=PgRole.REPLICA, timeline=timeline,
                         wal_position=position, receive_lsn=received, replay_lsn=replayed,
-                        streaming_from=sender if wr_status == "streaming" else None)
+                        streaming_from=sender if wr_status == "streaming" else None, sync_standby_names=sync_names)
+
+
+def standbys(rows: object) -> tuple[Standby, ...]:
+    """pg_stat_replication's rows (json_agg of name, state, sync_state, flush_lsn as bytes) as Standby values;
+    rows that cannot be read are skipped."""
+    found = []
+    for row in rows if isinstance(rows, list) else ():
+        if not isinstance(row, dict) or not isinstance(row.get("name"), str):
+            continue
+        flush = row.get("flush_lsn")
+        found.append(Standby(name=row["name"], state=str(row.get("state") or ""),
+                             sync_state=str(row.get("sync_state") or ""),
+                             flush_lsn=flush if isinstance(flush, int) and not isinstance(flush, bool) else None))
+    return tuple(found)
 
 
 # Set by pgha from the topology (conf.py), different on a primary and a replica by design: never "pending".
