@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -75,6 +77,16 @@ def sync_standby_in_force(cluster) -> tuple[int, int] | None:
     if sync.parse(ssn(cluster, leader)) != ((name,), 1) or sync_states(cluster, leader).get(name) != "sync":
         return None
     return leader, node_index(name)
+
+
+def sync_in_force(cluster) -> bool:
+    """The sync key names the leader and standbys, and SSN on the leader names exactly them (any mode)."""
+    view = snapshot(cluster)
+    key = view.sync
+    if view.leader is None or key is None or key.leader != view.leader or not key.voters:
+        return False
+    parsed = sync.parse(ssn(cluster, node_index(view.leader)))
+    return parsed is not None and set(parsed[0]) == set(key.voters)
 
 
 # --- the tests ---------------------------------------------------------------------------------------------------
@@ -223,3 +235,80 @@ def test_e_mode_off_runs_asynchronously_again(cluster):
     with connect(cluster.layout, leader) as conn:  # writes go through with every replica gone from SSN
         conn.execute("CREATE TABLE IF NOT EXISTS sync_rows (note text)")
         conn.execute("INSERT INTO sync_rows VALUES ('async again')")
+
+
+SEED_002_SYNC = '''"postgresql": {
+"parameters": {
+    "synchronous_commit" : "remote_apply"
+}
+}
+"synchronous_mode": true
+"synchronous_mode_strict": true
+'''
+SEED_002_ASYNC = '''"postgresql": {
+"parameters": {
+    "synchronous_commit" : "local"
+}
+}
+"synchronous_mode": false
+"synchronous_mode_strict": false
+'''
+
+
+def edit_config_piped(cluster, text: str) -> None:
+    """Seed 002's toggle, as written: `cat postgresql.conf | patronictl -c ... edit-config --apply - --force main`."""
+    proc = subprocess.run([sys.executable, "-m", "pgha", "-c", cluster.layout.ctl_config, "edit-config", "--apply",
+                           "-", "--force", snapshot_scope(cluster)], input=text, capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def snapshot_scope(cluster) -> str:
+    import yaml
+    with open(cluster.layout.ctl_config) as f:
+        return yaml.safe_load(f)["scope"]
+
+
+def test_f_seed_002_toggles_sync_and_async_as_written(cluster):
+    all_streaming(cluster)
+    edit_config_piped(cluster, SEED_002_SYNC)
+    leader, _ = leader_and_replicas(cluster)
+
+    def synchronous() -> bool:
+        with connect(cluster.layout, leader) as conn:
+            commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        return commit == "remote_apply" and sync_standby_in_force(cluster) is not None
+    wait_for(synchronous, 40, "synchronous_commit remote_apply and a synchronous standby in force")
+    with connect(cluster.layout, leader) as conn:  # a commit returns: the standby applied it
+        conn.execute("CREATE TABLE IF NOT EXISTS sync_rows (note text)")
+        conn.execute("INSERT INTO sync_rows VALUES ('seed 002 sync')")
+    edit_config_piped(cluster, SEED_002_ASYNC)
+
+    def asynchronous() -> bool:
+        with connect(cluster.layout, leader) as conn:
+            commit = conn.execute("SHOW synchronous_commit").fetchone()[0]
+        return commit == "local" and ssn(cluster, leader) == "" and snapshot(cluster).sync is None
+    wait_for(asynchronous, 40, "synchronous_commit local, synchronous_standby_names empty, no sync key")
+
+
+@pytest.mark.parametrize("mode", ["on", "quorum"])
+def test_g_verifier_loses_no_acknowledged_commit_across_leader_faults(cluster, tmp_path, mode):
+    """Issue #7's proof, short form for CI (bench/sync_loss.py runs 50+ faults per mode for docs/BENCHMARKS.md)."""
+    all_streaming(cluster)
+    patch_config(cluster, {"synchronous_mode": mode, "synchronous_mode_strict": False})
+    wait_for(lambda: sync_in_force(cluster), 40, f"synchronous standbys in force in mode {mode}")
+    out = tmp_path / "verify.json"
+    faults = ["kill-leader", "crash-postgres", "freeze-leader"]
+    argv = [sys.executable, "-m", "pgha", "-c", cluster.layout.ctl_config, "verify", "--duration",
+            str(14 * len(faults)), "--clients", "3", "--seed", "3", "--json", str(out)]
+    for fault in faults:
+        argv += ["--fault", fault]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    data = json.loads(out.read_text())
+    assert [f["fault"] for f in data["faults"]] == faults
+    assert all(not f.get("error") for f in data["faults"]), proc.stdout
+    assert data["lost_acked"] == 0, proc.stdout
+    assert data["invariant_ok"] and all(not f["overlapping_writers"] for f in data["faults"]), proc.stdout
+    assert data["acked"] > 100 and proc.returncode == 0, proc.stdout + proc.stderr
+    cluster.up(timeout=120, timing=TEST_TIMING)  # whatever a fault left stopped runs again
+    all_streaming(cluster)
