@@ -35,6 +35,12 @@ def _default_dir() -> str:
 def cli(ctx: click.Context, config_file: str | None, dcs_url: str | None, insecure: bool) -> None:
     """PostgreSQL high availability, compatible with Patroni."""
     ctx.obj = {"config_file": config_file, "dcs_url": dcs_url, "insecure": insecure}
+    if config_file:  # DIR/pgha.yml of a `pgha up --netns` cluster: into its hub namespace, where it is reachable
+        from pgha.local.netns import NetnsError, enter_for_config
+        try:
+            enter_for_config(config_file)
+        except NetnsError as e:
+            raise CliError(str(e)) from None
 
 
 cli.add_command(validate)
@@ -111,10 +117,14 @@ def run(config: str) -> None:
 @click.option("--dcs", "dcs_kind", type=click.Choice(["etcd", "zookeeper"]), default="etcd", show_default=True,
               help="the DCS the cluster runs on (its own instance, on port P+200)")
 @click.option("--pgbouncer", is_flag=True, help="also PgBouncer on P+303 (transaction pooling), kept on the leader")
-def up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str, pgbouncer: bool) -> None:
+@click.option("--netns", is_flag=True,
+              help="each node and etcd in a network namespace of its own (root, Linux), for `pgha verify`'s "
+                   "partition faults; HAProxy stays on 127.0.0.1")
+def up(nodes: int, directory: str, base_port: int, timeout: int, dcs_kind: str, pgbouncer: bool,
+       netns: bool) -> None:
     """Start a local cluster: its own DCS, NODES PostgreSQL nodes with their agents, and HAProxy routing."""
     from pgha.cli.local import do_up
-    do_up(nodes, directory, base_port, timeout, dcs_kind, pgbouncer=pgbouncer)
+    do_up(nodes, directory, base_port, timeout, dcs_kind, pgbouncer=pgbouncer, netns=netns)
 
 
 @cli.command()

@@ -13,6 +13,10 @@ Rules
 6. With ``pgbouncer`` (`pgha up --pgbouncer`, remembered in state.json), PgBouncer (as PostgreSQL's account) and
    its follower `pgha pgbouncer` start after routing; ``down`` ends them first, by PID. PgBouncer missing is an
    error then: it was asked for.
+7. With ``netns`` (`pgha up --netns`, remembered in state.json), etcd and each node run in network namespaces of
+   their own (pgha/local/netns.py), created before anything starts and removed by ``down`` after everything
+   stopped; this process talks to them from the hub namespace (``self.net.inside()``) and starts HAProxy where
+   it was started itself (``self.net.outside()``), so clients keep using 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from typing import Any, Callable
 
 import yaml
@@ -30,8 +35,9 @@ from pgha.core.model import ClusterView
 from pgha.dcs import make_dcs
 from pgha.fsutil import write_atomic
 from pgha.local import zookeeper as zk
-from pgha.local import etcd
+from pgha.local import bouncer, etcd
 from pgha.local.layout import Layout, SCOPE, ctl_config, dump_yaml, new_secrets, node_config, read_state
+from pgha.local.netns import NetnsError, check_supported, network_for
 from pgha.osuser import Account, postgres_account
 from pgha.procutil import pid_alive, stop_pid
 from pgha.postgres.conf import render_pgpass
@@ -46,11 +52,18 @@ class UpError(Exception):
 
 class LocalCluster:
     def __init__(self, layout: Layout, say: Callable[[str], None] = print, dcs_kind: str = "etcd",
-                 pgbouncer: bool = False) -> None:
+                 pgbouncer: bool = False, netns: bool = False) -> None:
         self.layout = layout
         # An existing cluster keeps its DCS: the state file remembers which one it was made with.
         self.dcs_kind = read_state(layout).get("dcs", dcs_kind)
         self.pgbouncer = pgbouncer or bool(read_state(layout).get("pgbouncer"))
+        try:  # rule 7: loopback, or the namespaces the state file recorded, or new ones (--netns)
+            self.net = network_for(layout.base_port, layout.nodes, read_state(layout), netns)
+        except NetnsError as e:
+            raise UpError(str(e)) from None
+        if self.net.netns and (self.dcs_kind != "etcd" or self.pgbouncer):
+            raise UpError("--netns runs etcd as the DCS and no PgBouncer (--dcs zookeeper and --pgbouncer are "
+                          "not available with it yet)")
         self.say = say
         self.account: Account = postgres_account()
         self.watched: set[str] = set()  # agents this `up` started or found running: they must stay up
@@ -93,9 +106,10 @@ class LocalCluster:
             node_dir = layout.node_dir(i)
             os.makedirs(node_dir, mode=0o700, exist_ok=True)
             self.account.chown(node_dir)
-            write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(self._on_dcs(node_config(layout, i, pw, timing))),
-                         mode=0o600)
-        write_atomic(layout.ctl_config, dump_yaml(self._on_dcs(ctl_config(layout, pw))), mode=0o600)
+            config = node_config(layout, i, pw, timing, net=self.net)
+            write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(self._on_dcs(config)), mode=0o600)
+        config = ctl_config(layout, pw, dcs_host=self.net.dcs_host)
+        write_atomic(layout.ctl_config, dump_yaml(self._on_dcs(config)), mode=0o600)
         write_atomic(layout.client_pgpass, render_pgpass([("postgres", pw["superuser"])]), mode=0o600)
 
     def _on_dcs(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -119,11 +133,12 @@ class LocalCluster:
             except (RuntimeError, TimeoutError) as e:
                 raise UpError(f"{e}; see {layout.path('zookeeper.log')}") from None
             return
-        proc = etcd.start_etcd(layout.path("etcd"), layout.etcd_port, layout.etcd_peer_port, layout.path("etcd.log"))
+        proc = etcd.start_etcd(layout.path("etcd"), layout.etcd_port, layout.etcd_peer_port, layout.path("etcd.log"),
+                               host=self.net.dcs_host, prefix=self.net.dcs_prefix())
         state["etcd_pid"] = proc.pid
         self._save_state(state)
         try:
-            etcd.wait_healthy(layout.etcd_port, timeout=30, proc=proc)
+            etcd.wait_healthy(layout.etcd_port, timeout=30, proc=proc, host=self.net.dcs_host)
         except (RuntimeError, TimeoutError) as e:
             raise UpError(f"{e}; see {layout.path('etcd.log')}") from None
 
@@ -135,7 +150,8 @@ class LocalCluster:
             return
         node_dir = self.layout.node_dir(i)
         with open(os.path.join(node_dir, "agent.log"), "ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "pgha", "run", os.path.join(node_dir, "pgha.yml")],
+            command = [sys.executable, "-m", "pgha", "run", os.path.join(node_dir, "pgha.yml")]
+            proc = subprocess.Popen(self.net.node_prefix(i) + command,
                                     stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
         pids[name] = proc.pid
         self._save_state(state)
@@ -143,7 +159,7 @@ class LocalCluster:
     def dcs(self):
         if self.dcs_kind == "zookeeper":
             return zk.local_dcs(self.layout.etcd_port, SCOPE, ttl=10)
-        return make_dcs(hosts=[("127.0.0.1", self.layout.etcd_port)], namespace="/service", scope=SCOPE, ttl=10)
+        return make_dcs(hosts=[(self.net.dcs_host, self.layout.etcd_port)], namespace="/service", scope=SCOPE, ttl=10)
 
     def snapshot(self, dcs) -> ClusterView | None:
         try:
@@ -155,9 +171,40 @@ class LocalCluster:
     def up(self, timeout: float = 300.0, timing: dict[str, Any] | None = None) -> ClusterView:
         started = time.monotonic()
         self.watched = set()
+        if self.net.netns:
+            self._make_network()
         self.write_files(timing or DEFAULT_TIMING)
         state = read_state(self.layout)
         state.update(nodes=self.layout.nodes, base_port=self.layout.base_port)
+        with self.net.inside():
+            return self._up(state, started, timeout)
+
+    def _make_network(self) -> None:
+        """Rule 7: the namespaces, recorded in state.json first, so that `down` removes a half-made topology too."""
+        state = read_state(self.layout)
+        state.update(nodes=self.layout.nodes, base_port=self.layout.base_port)
+        try:
+            check_supported()
+        except NetnsError as e:
+            raise UpError(str(e)) from None
+        os.makedirs(self.layout.root, mode=0o755, exist_ok=True)
+        made = (state.get("netns") or {}).get("made") or {}
+        taken = self.net.foreign(made)
+        if taken:
+            raise UpError(f"--netns: {', '.join(taken)} exist and are not this cluster's (another cluster on "
+                          f"base port {self.layout.base_port}?): choose another --base-port, or `ip netns "
+                          "delete` them if nothing runs in them")
+        state["netns"] = {**self.net.record(), "made": made}
+        self._save_state(state)
+        try:
+            self.net.create()
+        except NetnsError as e:
+            raise UpError(f"--netns: {e}") from None
+        finally:  # none was foreign: every one there now is this cluster's, also after a failure half-way
+            state["netns"]["made"] = self.net.identities()
+            self._save_state(state)
+
+    def _up(self, state: dict[str, Any], started: float, timeout: float) -> ClusterView:
         self._start_etcd(state)
         dcs = self.dcs()
         try:
@@ -190,13 +237,15 @@ class LocalCluster:
                      "connect to the nodes directly")
             return
         runtime = HaproxyRuntime(layout.haproxy_socket)
+        hub = (self.net.hub,) if self.net.netns else ()  # rule 7: to the nodes through the hub; binds there too
         try:
             if not pid_alive(state.get("haproxy_pid")):
-                config = render(servers_from_view(view), RouterPorts(layout.rw_port, layout.ro_port,
-                                                                     layout.stats_port), layout.haproxy_socket,
-                                scope=SCOPE)
+                servers = [replace(s, namespace=self.net.hub) if hub else s for s in servers_from_view(view)]
+                config = render(servers, RouterPorts(layout.rw_port, layout.ro_port, layout.stats_port, also_in=hub),
+                                layout.haproxy_socket, scope=SCOPE)
                 write_atomic(layout.haproxy_config, config, mode=0o644)
-                proc = process.start_haproxy(binary, layout.haproxy_config, layout.path("haproxy.log"))
+                with self.net.outside():
+                    proc = process.start_haproxy(binary, layout.haproxy_config, layout.path("haproxy.log"))
                 state["haproxy_pid"] = proc.pid
                 self._save_state(state)
             process.wait_until(lambda: process.answers(runtime), 15, "HAProxy's runtime API",
@@ -216,58 +265,12 @@ class LocalCluster:
         self.say(f"  read-write (the leader): psql '{url.format(layout.rw_port)}'")
         self.say(f"  read-only (replicas):    psql '{url.format(layout.ro_port)}'")
 
-    # --- PgBouncer and its follower (`pgha up --pgbouncer`) --------------------------------------------------
+    # --- PgBouncer and its follower (`pgha up --pgbouncer`): pgha/local/bouncer.py -------------------------
     def _start_pgbouncer(self, view: ClusterView, state: dict[str, Any]) -> None:
-        from pgha.pgbouncer import process as bouncer
-        from pgha.router import process
-        from pgha.router.haproxy_config import servers_from_view
-        layout = self.layout
-        binary = bouncer.pgbouncer_binary()
-        if binary is None:
-            raise UpError("PgBouncer is not installed (no pgbouncer binary; Debian: apt-get install pgbouncer)")
-        state["pgbouncer"] = True
-        self._save_state(state)
-        leader = next((s for s in servers_from_view(view) if s.name == view.leader), None)
-        if leader is None:
-            raise UpError(f"the leader {view.leader} has no usable conn_url")
-        password = self._secrets()["superuser"]
-        write_atomic(layout.pgbouncer_auth_file, bouncer.render_auth_file([("postgres", password)]), mode=0o600,
-                     chown=self.account.chown)
-        if not os.path.exists(layout.pgbouncer_ini):  # rule 3 of pgbouncer/process.py: written once
-            write_atomic(layout.pgbouncer_ini, bouncer.render_ini(leader.host, leader.port, layout.pgbouncer_port,
-                                                                  layout.pgbouncer_auth_file), mode=0o644)
-        log_path = layout.path("pgbouncer.log")
-        admin_dsn = (f"host=127.0.0.1 port={layout.pgbouncer_port} user=postgres "
-                     f"passfile={layout.client_pgpass} connect_timeout=3")
-        try:
-            if not pid_alive(state.get("pgbouncer_pid")):
-                proc = bouncer.start_pgbouncer(binary, layout.pgbouncer_ini, log_path, self.account)
-                state["pgbouncer_pid"] = proc.pid
-                self._save_state(state)
-            process.wait_until(lambda: _admin_answers(admin_dsn), 15, "PgBouncer's admin console",
-                               lambda: pid_alive(state["pgbouncer_pid"]), log_path)
-            if not pid_alive(state.get("pgbouncer_follower_pid")):
-                proc = bouncer.start_follower(layout.ctl_config, layout.pgbouncer_ini, admin_dsn,
-                                              layout.path("pgbouncer-follower.log"))
-                state["pgbouncer_follower_pid"] = proc.pid
-                self._save_state(state)
-            url = (f"postgres://postgres@127.0.0.1:{layout.pgbouncer_port}/postgres?passfile={layout.client_pgpass}")
-            process.wait_until(lambda: _reaches_primary(url, leader.port), 30,
-                               f"PgBouncer -> the leader {view.leader}",
-                               lambda: pid_alive(state["pgbouncer_follower_pid"]),
-                               layout.path("pgbouncer-follower.log"))
-        except (process.RouterError, OSError, subprocess.SubprocessError) as e:
-            raise UpError(f"pgbouncer: {e}") from None
-        self.say(f"PgBouncer (transaction pooling) -> the leader: psql '{url}'")
+        bouncer.start(self, view, state)
 
     def _stop_pgbouncer(self, state: dict[str, Any]) -> list[str]:
-        stopped = []
-        for key, what in (("pgbouncer_follower_pid", "pgbouncer follower"), ("pgbouncer_pid", "pgbouncer")):
-            if pid_alive(state.get(key)):
-                stop_pid(state[key], timeout=10)
-                stopped.append(what)
-            state.pop(key, None)
-        return stopped
+        return bouncer.stop(state)
 
     def _stop_routing(self, state: dict[str, Any]) -> list[str]:
         stopped = self._stop_pgbouncer(state)
@@ -331,6 +334,12 @@ class LocalCluster:
             stopped.append(state.get("dcs", "etcd"))
         state.pop("etcd_pid", None)
         self._save_state(state)
+        if self.net.netns:  # rule 7: once nothing runs in them; the record stays, `up` makes them again
+            try:
+                record = state.get("netns") or {}
+                stopped += self.net.remove(record.get("namespaces"), record.get("made") or {})
+            except NetnsError as e:
+                raise UpError(f"--netns: {e}") from None
         return stopped
 
     def _stop_orphan_postgres(self) -> list[str]:
@@ -352,33 +361,16 @@ class LocalCluster:
     def _current_leader(self, state: dict[str, Any]) -> str | None:
         if not pid_alive(state.get("etcd_pid")):
             return None
-        dcs = self.dcs()
         try:
-            view = self.snapshot(dcs)
-            return view.leader if view else None
-        finally:
-            dcs.close(revoke=False)
-
-
-def _admin_answers(dsn: str) -> bool:
-    from pgha.pgbouncer.admin import Admin, AdminError
-    admin = Admin(dsn, timeout=2)
-    try:
-        return bool(admin.command("SHOW VERSION"))
-    except AdminError:
-        return False
-    finally:
-        admin.close()
-
-
-def _reaches_primary(url: str, port: int) -> bool:
-    import psycopg
-    try:
-        with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
-            row = conn.execute("SELECT pg_is_in_recovery(), inet_server_port()").fetchone()
-            return row == (False, port)
-    except psycopg.Error:
-        return False
+            with self.net.inside():
+                dcs = self.dcs()
+                try:
+                    view = self.snapshot(dcs)
+                    return view.leader if view else None
+                finally:
+                    dcs.close(revoke=False)
+        except NetnsError:  # the hub is gone: no one to ask
+            return None
 
 
 def progress_line(view: ClusterView) -> str:

@@ -1,7 +1,8 @@
 """A single-member etcd on loopback, started from the system's etcd binary (Debian's etcd-server).
 
-Used by ``pgha up`` and by the tests. Rules: only 127.0.0.1; every wait is bounded; the process is ended by the
-PID we started, never by name.
+Used by ``pgha up`` and by the tests. Rules: only 127.0.0.1, or (``pgha up --netns``) the address of the DCS
+namespace pgha created, etcd then started through ``ip netns exec`` (``prefix``); every wait is bounded; the
+process is ended by the PID we started, never by name.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def etcd_binary() -> str:
     return path
 
 
-def etcd_command(data_dir: str, client_port: int, peer_port: int, name: str = "pgha") -> list[str]:
-    client = f"http://127.0.0.1:{client_port}"
-    peer = f"http://127.0.0.1:{peer_port}"
+def etcd_command(data_dir: str, client_port: int, peer_port: int, name: str = "pgha",
+                 host: str = "127.0.0.1") -> list[str]:
+    client = f"http://{host}:{client_port}"
+    peer = f"http://{host}:{peer_port}"
     return [etcd_binary(), "--name", name, "--data-dir", data_dir,
             "--listen-client-urls", client, "--advertise-client-urls", client,
             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
@@ -39,17 +41,20 @@ def etcd_command(data_dir: str, client_port: int, peer_port: int, name: str = "p
             "--auto-compaction-mode", "revision", "--auto-compaction-retention", "1000"]
 
 
-def start_etcd(data_dir: str, client_port: int, peer_port: int, log_path: str,
-               detach: bool = True) -> subprocess.Popen:
+def start_etcd(data_dir: str, client_port: int, peer_port: int, log_path: str, detach: bool = True,
+               host: str = "127.0.0.1", prefix: list[str] | None = None) -> subprocess.Popen:
+    """``prefix``: e.g. ``ip netns exec NS``, which execs etcd in place (the PID stays etcd's)."""
     os.makedirs(data_dir, mode=0o700, exist_ok=True)
+    command = (prefix or []) + etcd_command(data_dir, client_port, peer_port, host=host)
     with open(log_path, "ab") as log:
-        return subprocess.Popen(etcd_command(data_dir, client_port, peer_port), stdout=log, stderr=log,
+        return subprocess.Popen(command, stdout=log, stderr=log,
                                 stdin=subprocess.DEVNULL, start_new_session=detach)
 
 
-def wait_healthy(client_port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None) -> None:
+def wait_healthy(client_port: int, timeout: float = 30.0, proc: subprocess.Popen | None = None,
+                 host: str = "127.0.0.1") -> None:
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{client_port}/health"
+    url = f"http://{host}:{client_port}/health"
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"etcd exited with code {proc.returncode} while starting")
@@ -59,4 +64,4 @@ def wait_healthy(client_port: int, timeout: float = 30.0, proc: subprocess.Popen
         except requests.RequestException:
             pass
         time.sleep(0.1)
-    raise TimeoutError(f"etcd on 127.0.0.1:{client_port} did not become healthy within {timeout:.0f}s")
+    raise TimeoutError(f"etcd on {host}:{client_port} did not become healthy within {timeout:.0f}s")

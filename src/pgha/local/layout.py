@@ -109,16 +109,20 @@ def socket_dir(layout: Layout, i: int) -> str:
     return path if len(path) < 80 else "/tmp"
 
 
-def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, Any]) -> dict[str, Any]:
+def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, Any],
+                net: Any = None) -> dict[str, Any]:
+    """``net``: where the addresses are (``pgha.local.netns``: ``Loopback``, the default, or a ``Topology``)."""
     name = layout.name(i)
-    host = "127.0.0.1"
+    host = net.node_host(i) if net is not None else "127.0.0.1"
+    dcs_host = net.dcs_host if net is not None else "127.0.0.1"
+    clients = net.client_net if net is not None else f"{host}/32"
     return {
         "scope": SCOPE,
         "namespace": "/service",
         "name": name,
         "restapi": {"listen": f"{host}:{layout.api_port(i)}", "connect_address": f"{host}:{layout.api_port(i)}",
                     "authentication": {"username": API_USER, "password": pw["restapi"]}},
-        "etcd3": {"hosts": [f"{host}:{layout.etcd_port}"]},
+        "etcd3": {"hosts": [f"{dcs_host}:{layout.etcd_port}"]},
         "bootstrap": {
             "dcs": {**timing, "maximum_lag_on_failover": 1048576,
                     "postgresql": {"use_pg_rewind": True, "use_slots": True,
@@ -141,22 +145,23 @@ def node_config(layout: Layout, i: int, pw: dict[str, str], timing: dict[str, An
             "parameters": {"unix_socket_directories": socket_dir(layout, i), "shared_buffers": "64MB"},
             "pg_hba": [
                 "local all all peer",
-                f"host all all {host}/32 scram-sha-256",
-                f"host replication replicator {host}/32 scram-sha-256",
+                f"host all all {clients} scram-sha-256",
+                f"host replication replicator {clients} scram-sha-256",
             ],
         },
     }
 
 
-def ctl_config(layout: Layout, pw: dict[str, str] | None = None) -> dict[str, Any]:
+def ctl_config(layout: Layout, pw: dict[str, str] | None = None, dcs_host: str = "127.0.0.1") -> dict[str, Any]:
     """What `pgha -c DIR/pgha.yml ...` (and Patroni's patronictl) needs: the scope and the DCS, the REST API's
     credentials for the write verbs (Patroni's ``ctl.authentication``), plus where the client password file is,
-    for `pgha dsn`."""
+    for `pgha dsn`. A `pgha up --netns` cluster's etcd is on its DCS namespace's address, reachable from its hub
+    namespace, which `pgha -c DIR/pgha.yml` enters by itself (pgha.local.netns.enter_for_config)."""
     return {
         "scope": SCOPE,
         "namespace": "/service",
         **({"ctl": {"authentication": {"username": API_USER, "password": pw["restapi"]}}} if pw else {}),
-        "etcd3": {"hosts": [f"127.0.0.1:{layout.etcd_port}"]},
+        "etcd3": {"hosts": [f"{dcs_host}:{layout.etcd_port}"]},
         "postgresql": {"authentication": {"superuser": {"username": "postgres"}}, "pgpass": layout.client_pgpass},
     }
 

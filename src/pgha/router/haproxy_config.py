@@ -9,6 +9,9 @@ Rules
 2. A member whose conn_url or api_url cannot be read is left out (it could not be checked or reached anyway).
 3. Server names are the member names, with characters HAProxy does not accept in a name replaced by ``_``
    (``server_name``); the router uses the same function to find a member's server.
+4. Network namespaces (`pgha up --netns`): a ``Server`` with a ``namespace`` is connected to (and health-checked)
+   from that namespace; ``RouterPorts.also_in`` binds every listener in those namespaces too (same address and
+   port), besides HAProxy's own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ class Server:
     api_host: str  # REST API
     api_port: int
     api_tls: bool = False
+    namespace: str = ""  # rule 4
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class RouterPorts:
     ro: int
     stats: int
     bind: str = "127.0.0.1"
+    also_in: tuple[str, ...] = ()  # rule 4: namespaces the listeners also bind in
 
 
 @dataclass(frozen=True)
@@ -83,13 +88,18 @@ def servers_from_view(view: ClusterView) -> list[Server]:
 def _server_line(s: Server) -> str:
     check = f"check port {s.api_port}" if s.api_host == s.host else f"check addr {s.api_host} port {s.api_port}"
     tls = " check-ssl verify none" if s.api_tls else ""
-    return f"    server {server_name(s.name)} {s.host}:{s.port} maxconn 100 {check}{tls}"
+    netns = f" namespace {s.namespace}" if s.namespace else ""
+    return f"    server {server_name(s.name)} {s.host}:{s.port} maxconn 100 {check}{tls}{netns}"
 
 
-def _listen(name: str, bind: str, port: int, path: str, servers: list[Server], checks: Checks) -> list[str]:
+def _binds(ports: RouterPorts, port: int) -> list[str]:
+    return [f"    bind {ports.bind}:{port}"] + [f"    bind {ports.bind}:{port} namespace {ns}" for ns in ports.also_in]
+
+
+def _listen(name: str, ports: RouterPorts, port: int, path: str, servers: list[Server], checks: Checks) -> list[str]:
     lines = [
         f"listen {name}",
-        f"    bind {bind}:{port}",
+        *_binds(ports, port),
         "    mode tcp",
         "    balance roundrobin",
         f"    option httpchk OPTIONS {path}",
@@ -121,13 +131,13 @@ def render(servers: list[Server], ports: RouterPorts, socket_path: str, checks: 
         "",
         "listen stats",
         "    mode http",
-        f"    bind {ports.bind}:{ports.stats}",
+        *_binds(ports, ports.stats),
         "    stats enable",
         "    stats uri /",
         "    stats refresh 5s",
         "",
-        *_listen(RW, ports.bind, ports.rw, "/primary", servers, checks),
+        *_listen(RW, ports, ports.rw, "/primary", servers, checks),
         "",
-        *_listen(RO, ports.bind, ports.ro, "/replica", servers, checks),
+        *_listen(RO, ports, ports.ro, "/replica", servers, checks),
     ]
     return "\n".join(lines) + "\n"

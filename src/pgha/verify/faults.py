@@ -7,9 +7,9 @@ Rules
 2. Every wait is bounded by the context's deadline (the end of the run); a signal that stops a process is always
    undone (SIGCONT in ``finally``).
 3. Random choices (the switchover candidate, the restart order) come from the seeded ``rng``.
-4. The partition faults need network namespaces (`pgha up --netns`, not written yet): a target without the
-   ``netns`` capability refuses them before the run starts, with one clear message. A target that has it
-   implements ``partition(kind, hold)``.
+4. The partition faults need network namespaces (`pgha up --netns`): a target without the ``netns`` capability
+   refuses them before the run starts, with one clear message. A target that has it (partition.py's
+   ``NetnsTarget``) implements ``partition(kind, ctx)``: cut, mark, hold past the lease, heal, wait healthy.
 """
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from typing import Callable
 from pgha.verify.target import Target, TargetError
 from pgha.verify.workload import APP_NAME
 
-NETNS_MISSING = "needs `pgha up --netns` (not available yet)"
+NETNS_MISSING = ("needs `pgha up --netns` (network namespaces): give -c DIR/pgha.yml of a cluster started with it, "
+                 "as root")
 _STOPPED: set[int] = set()  # PIDs this process has SIGSTOPped and not yet resumed (rule 2)
 
 

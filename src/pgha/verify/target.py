@@ -7,10 +7,11 @@ Rules
 1. The cluster's state (leader, members, their REST API and PostgreSQL addresses, ttl) is read from the DCS, one
    client per thread, every call with a deadline; a DCS that does not answer reads as ``None``, never an error.
 2. Processes are found through the cluster's own files (DIR/state.json for agents and the DCS,
-   data/postmaster.pid for PostgreSQL), never by name; only 127.0.0.1.
+   data/postmaster.pid for PostgreSQL), never by name; only 127.0.0.1, or the addresses inside the namespaces of
+   a `pgha up --netns` cluster (its target, ``NetnsTarget``, is in partition.py).
 3. ``capabilities`` says which kinds of fault a target can serve: ``api`` (REST calls), ``sql`` (superuser
-   connections to one node), ``processes`` (PIDs, restarts), ``netns`` (network partitions; none yet: that is
-   `pgha up --netns`, issue #6 point 2).
+   connections to one node), ``processes`` (PIDs, restarts), ``netns`` (network partitions: a `pgha up --netns`
+   cluster's ``NetnsTarget``, which implements ``partition(kind, ctx)``).
 4. Restarts wait until the cluster is healthy again (one running leader, every other member streaming), bounded.
 """
 
@@ -215,9 +216,16 @@ class LocalTarget(CtlTarget):
 
     @classmethod
     def from_config(cls, config_path: str) -> "LocalTarget | None":
-        """The local cluster whose DIR/pgha.yml is ``config_path``, or None when it is not one."""
+        """The local cluster whose DIR/pgha.yml is ``config_path``, or None when it is not one; a `pgha up --netns`
+        cluster gets a ``NetnsTarget``."""
+        from pgha.local.layout import Layout, read_state
         root = os.path.dirname(os.path.abspath(config_path))
-        return cls(root) if os.path.exists(os.path.join(root, "state.json")) else None
+        if not os.path.exists(os.path.join(root, "state.json")):
+            return None
+        if read_state(Layout(root, 0, 0)).get("netns"):
+            from pgha.verify.partition import NetnsTarget
+            return NetnsTarget(root)
+        return cls(root)
 
     def _state(self) -> dict[str, Any]:
         from pgha.local.layout import read_state
