@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy, PgBouncer, ZooKeeper's jars (Debian
-# packages) and pgha itself with its Python dependencies in ./.venv. Safe to run again: it only installs what is
+# Installs what pgha needs on a Debian machine: PostgreSQL 15, etcd, HAProxy, PgBouncer, ZooKeeper's jars, vip-manager
+# (Debian packages) and pgha itself with its Python dependencies in ./.venv. Safe to run again: it only installs what is
 # missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +15,7 @@ command -v etcdctl >/dev/null 2>&1 || packages+=(etcd-client)
 command -v haproxy >/dev/null 2>&1 || packages+=(haproxy)
 [ -x /usr/sbin/pgbouncer ] || command -v pgbouncer >/dev/null 2>&1 || packages+=(pgbouncer)
 [ -f /usr/share/java/zookeeper.jar ] && command -v java >/dev/null 2>&1 || packages+=(zookeeperd)
+command -v vip-manager >/dev/null 2>&1 || packages+=(vip-manager)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || packages+=(python3-venv)
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "installing Debian packages: ${packages[*]}"
@@ -23,6 +24,10 @@ if [ "${#packages[@]}" -gt 0 ]; then
   # pgha runs its own ZooKeeper (pgha up, tests) on other ports: the service zookeeperd starts is not needed
   if [[ " ${packages[*]} " == *" zookeeperd "* ]] && command -v systemctl >/dev/null 2>&1; then
     $SUDO systemctl disable --now zookeeper >/dev/null 2>&1 || true
+  fi
+  # the tests run vip-manager themselves (tests/integration/test_vip.py); the unconfigured service is not needed
+  if [[ " ${packages[*]} " == *" vip-manager "* ]] && command -v systemctl >/dev/null 2>&1; then
+    $SUDO systemctl disable --now vip-manager >/dev/null 2>&1 || true
   fi
 fi
 

@@ -1,6 +1,8 @@
 """PgBouncer in front of a real cluster (`pgha up --pgbouncer`): real PgBouncer 1.18, real `pgha pgbouncer`
 follower, real agents and PostgreSQL. Writes through PgBouncer reach the leader before and after switchovers and
-a failover; the follower touches only the host/port of the [databases] entries; `down` ends both by PID.
+a failover; the follower touches only the host/port of the [databases] entries; `down` ends both by PID. A role
+created later in PostgreSQL logs in through PgBouncer (auth_user + auth_query, as seed 002), before and after a
+switchover, without being added to the auth file.
 
 A bounded writer (one client, autocommit INSERTs every 10 ms, reconnecting after an error) runs through the
 switchovers and counts what clients saw: errors, and the slowest statement (the time held in PgBouncer's PAUSE).
@@ -22,8 +24,9 @@ import requests
 
 from pgha.local.layout import read_state
 from pgha.osuser import postgres_account
+from pgha.pgbouncer.authquery import AUTH_QUERY
 from pgha.pgbouncer.ini import point_databases, targets
-from pgha.pgbouncer.process import pgbouncer_binary
+from pgha.pgbouncer.process import parse_auth_file, pgbouncer_binary
 from pgha.procutil import pid_alive
 
 from .conftest import TEST_TIMING, api_auth, wait_for
@@ -149,6 +152,10 @@ def test_up_started_pgbouncer_and_its_follower(cluster):
     assert pid_alive(state.get("pgbouncer_pid")) and pid_alive(state.get("pgbouncer_follower_pid"))
     st = os.stat(layout.pgbouncer_auth_file)
     assert stat.S_IMODE(st.st_mode) == 0o600 and st.st_uid == postgres_account().uid
+    # only what PgBouncer logs in with itself: the auth user (auth_query) and the admin console's user
+    assert set(parse_auth_file(Path(layout.pgbouncer_auth_file).read_text())) == {"postgres", "pgbouncer"}
+    ini = Path(layout.pgbouncer_ini).read_text().splitlines()
+    assert "auth_user = pgbouncer" in ini and f"auth_query = {AUTH_QUERY}" in ini
     leader, _ = leader_and_replicas(cluster)
     assert targets(Path(layout.pgbouncer_ini).read_text()) == {
         "postgres": ("127.0.0.1", layout.pg_port(leader)), "*": ("127.0.0.1", layout.pg_port(leader))}
@@ -161,6 +168,49 @@ def test_writes_through_pgbouncer_reach_the_leader(cluster):
         conn.execute("CREATE TABLE IF NOT EXISTS pgb_writes (tag text, n int)")
         conn.execute("INSERT INTO pgb_writes VALUES ('before', 1)")
     assert rows_on(cluster, leader, "before") == {1}
+
+
+def as_app_user(cluster, password: str, dbname: str = "postgres") -> tuple[str, bool, int]:
+    """(current_user, in recovery, server port) of a new connection through PgBouncer as ``app_user``."""
+    with psycopg.connect(host="127.0.0.1", port=cluster.layout.pgbouncer_port, user="app_user", password=password,
+                         dbname=dbname, connect_timeout=3, autocommit=True, prepare_threshold=None) as conn:
+        return conn.execute("SELECT current_user::text, pg_is_in_recovery(), inet_server_port()").fetchone()
+
+
+def test_a_role_created_later_logs_in_through_pgbouncer_also_after_a_switchover(cluster):
+    """auth_user + auth_query: `app_user`, created on the leader after `up`, is looked up by PgBouncer in
+    PostgreSQL (pgbouncer.get_auth); the function and the role are replicated, so after a switchover the same
+    login works against the new leader. The auth file is not touched."""
+    from .conftest import connect
+    layout = cluster.layout
+    leader, replicas = leader_and_replicas(cluster)
+    auth_file = Path(layout.pgbouncer_auth_file).read_bytes()
+    password = "app-" + os.urandom(9).hex()
+    with connect(layout, leader) as conn:
+        conn.execute("SET log_statement TO 'none'")
+        conn.execute("DROP DATABASE IF EXISTS appdb")
+        conn.execute("DROP ROLE IF EXISTS app_user")
+        conn.execute(f"CREATE ROLE app_user LOGIN PASSWORD '{password}'")
+        conn.execute("CREATE DATABASE appdb OWNER app_user")  # from template1: it has pgbouncer.get_auth too
+        # the function is the auth user's only: app_user may not read other roles' secrets through it
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SET ROLE app_user")
+            conn.execute("SELECT * FROM pgbouncer.get_auth('postgres')")
+        conn.execute("RESET ROLE")
+    assert as_app_user(cluster, password) == ("app_user", False, layout.pg_port(leader))
+    assert as_app_user(cluster, password, "appdb") == ("app_user", False, layout.pg_port(leader))
+    with pytest.raises(psycopg.OperationalError, match="authentication failed"):
+        as_app_user(cluster, password + "x")
+
+    all_streaming(cluster)
+    target = replicas[0]
+    follower_settled(cluster)
+    switchover(cluster, leader, target)
+    wait_for(lambda: reaches(cluster, target), 30, f"PgBouncer -> the new leader node{target}")
+    wait_for(lambda: as_app_user(cluster, password) == ("app_user", False, layout.pg_port(target)), 20,
+             "app_user through PgBouncer on the new leader")
+    assert as_app_user(cluster, password, "appdb") == ("app_user", False, layout.pg_port(target))
+    assert Path(layout.pgbouncer_auth_file).read_bytes() == auth_file
 
 
 def test_a_switchover_moves_pgbouncer_and_keeps_the_rest_of_the_file(cluster):

@@ -3,16 +3,25 @@
 Moved out of cluster.py (whose rules 1 and 6 apply): PgBouncer runs as PostgreSQL's account, its follower
 `pgha pgbouncer` as pgha; both are recorded by PID in DIR/state.json and ended by that PID (``stop``); every wait
 is bounded; PgBouncer missing is an error, as it was asked for.
+
+Authentication (pgha/pgbouncer/authquery.py): the role ``pgbouncer`` with a generated password, the function
+``pgbouncer.get_auth`` on the leader, and ``auth_user``/``auth_query`` in pgbouncer.ini, so any role created in
+PostgreSQL later logs in through PgBouncer. The auth file holds only the auth user (its password is kept there,
+and reused by the next ``up``) and the superuser (the admin console's user).
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
+import time
 from typing import TYPE_CHECKING, Any
 
 from pgha.core.model import ClusterView
-from pgha.fsutil import write_atomic
+from pgha.fsutil import read_text, write_atomic
+from pgha.pgbouncer import authquery
+from pgha.pgbouncer.authquery import AUTH_USER
 from pgha.procutil import pid_alive, stop_pid
 
 if TYPE_CHECKING:
@@ -34,11 +43,17 @@ def start(cluster: "LocalCluster", view: ClusterView, state: dict[str, Any]) -> 
     if leader is None:
         raise UpError(f"the leader {view.leader} has no usable conn_url")
     password = cluster._secrets()["superuser"]
-    write_atomic(layout.pgbouncer_auth_file, bouncer.render_auth_file([("postgres", password)]), mode=0o600,
-                 chown=cluster.account.chown)
+    auth_password = _auth_user_password(layout.pgbouncer_auth_file)
+    write_atomic(layout.pgbouncer_auth_file, bouncer.render_auth_file([("postgres", password),
+                                                                       (AUTH_USER, auth_password)]),
+                 mode=0o600, chown=cluster.account.chown)
+    _ensure_auth_query(cluster, view, password, auth_password)
     if not os.path.exists(layout.pgbouncer_ini):  # rule 3 of pgbouncer/process.py: written once
         write_atomic(layout.pgbouncer_ini, bouncer.render_ini(leader.host, leader.port, layout.pgbouncer_port,
                                                               layout.pgbouncer_auth_file), mode=0o644)
+    elif "auth_query" not in (read_text(layout.pgbouncer_ini) or ""):
+        cluster.say(f"note: {layout.pgbouncer_ini} predates auth_query (only the roles of its auth file log in); "
+                    "remove it while PgBouncer is down to have it written again")
     log_path = layout.path("pgbouncer.log")
     admin_dsn = (f"host=127.0.0.1 port={layout.pgbouncer_port} user=postgres "
                  f"passfile={layout.client_pgpass} connect_timeout=3")
@@ -62,6 +77,43 @@ def start(cluster: "LocalCluster", view: ClusterView, state: dict[str, Any]) -> 
     except (process.RouterError, OSError, subprocess.SubprocessError) as e:
         raise UpError(f"pgbouncer: {e}") from None
     cluster.say(f"PgBouncer (transaction pooling) -> the leader: psql '{url}'")
+
+
+def _auth_user_password(auth_file: str) -> str:
+    """The auth user's password the auth file already holds (a cluster started before), else a new one."""
+    from pgha.pgbouncer.process import parse_auth_file
+    try:
+        with open(auth_file) as f:
+            found = parse_auth_file(f.read()).get(AUTH_USER)
+    except FileNotFoundError:
+        found = None
+    return found or secrets.token_urlsafe(18)
+
+
+def _ensure_auth_query(cluster: "LocalCluster", view: ClusterView, superuser_password: str,
+                       auth_password: str, timeout: float = 30.0) -> None:
+    """The role, schema and function on the leader (authquery.ensure), retried on the current leader until a
+    deadline: the leader may change under `up`."""
+    from pgha.local.cluster import UpError
+    from pgha.router.haproxy_config import servers_from_view
+    deadline, error = time.monotonic() + timeout, ""
+    while True:
+        leader = next((s for s in servers_from_view(view) if s.name == view.leader), None) if view else None
+        if leader is not None:
+            try:
+                authquery.ensure({"host": leader.host, "port": leader.port, "user": "postgres",
+                                  "password": superuser_password}, auth_password)
+                return
+            except authquery.AuthSetupError as e:
+                error = str(e)
+        if time.monotonic() > deadline:
+            raise UpError(f"pgbouncer: {error or 'no leader'}")
+        time.sleep(0.5)
+        dcs = cluster.dcs()
+        try:
+            view = cluster.snapshot(dcs)
+        finally:
+            dcs.close(revoke=False)
 
 
 def stop(state: dict[str, Any]) -> list[str]:

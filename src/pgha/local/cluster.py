@@ -37,7 +37,7 @@ from pgha.fsutil import write_atomic
 from pgha.local import zookeeper as zk
 from pgha.local import bouncer, etcd
 from pgha.local.layout import Layout, SCOPE, ctl_config, dump_yaml, new_secrets, node_config, read_state
-from pgha.local.netns import NetnsError, check_supported, network_for
+from pgha.local.netns import NetnsError, check_supported, listen_everywhere, network_for
 from pgha.osuser import Account, postgres_account
 from pgha.procutil import pid_alive, stop_pid
 from pgha.postgres.conf import render_pgpass
@@ -107,6 +107,8 @@ class LocalCluster:
             os.makedirs(node_dir, mode=0o700, exist_ok=True)
             self.account.chown(node_dir)
             config = node_config(layout, i, pw, timing, net=self.net)
+            if self.net.netns:  # rule 7: a VIP on the node's link (vip-manager) reaches PostgreSQL too
+                config = listen_everywhere(config, layout.pg_port(i))
             write_atomic(os.path.join(node_dir, "pgha.yml"), dump_yaml(self._on_dcs(config)), mode=0o600)
         config = ctl_config(layout, pw, dcs_host=self.net.dcs_host)
         write_atomic(layout.ctl_config, dump_yaml(self._on_dcs(config)), mode=0o600)

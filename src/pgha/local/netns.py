@@ -21,6 +21,9 @@ Rules
    CLI's ``enter`` moves the process for good, before any other thread starts, and remembers where it came from,
    so that ``outside`` (HAProxy's start) still means the namespace the clients are in.
 5. Linux and root only; anything else is a clear ``NetnsError`` before anything is created.
+6. A node's PostgreSQL listens on every address of its own namespace (``listen_everywhere``): its own, and a
+   virtual IP that vip-manager or keepalived adds to its link (tests/integration/test_vip.py); the probe of its
+   agent then comes from that namespace's own loopback, which its pg_hba lets in.
 """
 
 from __future__ import annotations
@@ -371,6 +374,16 @@ class Loopback:
 
     def remove(self, names: list[str] | None = None) -> list[str]:
         return []
+
+
+def listen_everywhere(config: dict, port: int) -> dict:
+    """Rule 6, on a node configuration of `pgha up --netns` (layout.node_config): ``postgresql.listen``
+    0.0.0.0:PORT, and 127.0.0.1 (the node namespace's own loopback: pgha's probe) in its pg_hba."""
+    pg = config["postgresql"]
+    hba = [line for line in pg.get("pg_hba", []) if "127.0.0.1/32" not in line.split()]
+    pg["listen"] = f"0.0.0.0:{port}"
+    pg["pg_hba"] = hba[:1] + ["host all all 127.0.0.1/32 scram-sha-256"] + hba[1:]
+    return config
 
 
 def network_for(base_port: int, nodes: int, state: dict, want_netns: bool) -> Topology | Loopback:

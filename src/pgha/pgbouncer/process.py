@@ -4,19 +4,22 @@ Rules
 1. PgBouncer refuses to run as root: it runs as PostgreSQL's account (osuser.py), in the foreground (no ``-d``)
    so the PID recorded is the one to end; its output goes to a log file opened by the caller. The follower
    (`pgha pgbouncer`) runs as the invoking user, like `pgha router`. Both detached, ended by PID.
-2. The auth file holds the superuser's password in clear (PgBouncer then speaks SCRAM both to clients and to
-   PostgreSQL): 0600, owned by PgBouncer's account.
+2. The auth file holds, in clear, the passwords PgBouncer needs itself: the auth user's (``auth_user``, to run
+   ``auth_query``: every other role is looked up in PostgreSQL, authquery.py) and the admin console's user's. 0600,
+   owned by PgBouncer's account. PgBouncer speaks SCRAM both to clients and to PostgreSQL.
 3. The configuration is generated once; afterwards only the follower changes it (its [databases] section).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 
 from pgha.osuser import Account
+from pgha.pgbouncer.authquery import AUTH_QUERY, AUTH_USER, check_name
 
 DATABASES = ("postgres",)  # named entries; every other database name goes through the `*` entry
 
@@ -29,7 +32,12 @@ def pgbouncer_binary() -> str | None:
     return None
 
 
-def render_ini(host: str, port: int, listen_port: int, auth_file: str, admin_user: str = "postgres") -> str:
+def render_ini(host: str, port: int, listen_port: int, auth_file: str, admin_user: str = "postgres",
+               auth_user: str | None = AUTH_USER) -> str:
+    """``auth_user``: the role PgBouncer logs in as to look every other role up (auth_query); None: the auth file
+    lists every role that may log in."""
+    auth = "" if auth_user is None else \
+        f"auth_user = {check_name(auth_user, 'auth_user')}\nauth_query = {AUTH_QUERY}\n"
     entries = "".join(f"{db} = host={host} port={port} dbname={db}\n" for db in DATABASES)
     return (
         "; PgBouncer for `pgha up --pgbouncer`. `pgha pgbouncer` keeps the host/port of the [databases] entries\n"
@@ -44,6 +52,7 @@ def render_ini(host: str, port: int, listen_port: int, auth_file: str, admin_use
         "unix_socket_dir =\n"
         "auth_type = scram-sha-256\n"
         f"auth_file = {auth_file}\n"
+        f"{auth}"
         f"admin_users = {admin_user}\n"
         "pool_mode = transaction\n"
         "max_client_conn = 200\n"
@@ -59,6 +68,19 @@ def render_ini(host: str, port: int, listen_port: int, auth_file: str, admin_use
 def render_auth_file(users: list[tuple[str, str]]) -> str:
     """``"user" "password"`` lines; a ``"`` inside is doubled."""
     return "".join('"{}" "{}"\n'.format(u.replace('"', '""'), p.replace('"', '""')) for u, p in users)
+
+
+_AUTH_LINE = re.compile(r'\s*"((?:[^"]|"")*)"\s+"((?:[^"]|"")*)"')
+
+
+def parse_auth_file(text: str) -> dict[str, str]:
+    """``render_auth_file`` read back (user -> password); lines that are not ``"user" "password"`` are skipped."""
+    users = {}
+    for line in text.splitlines():
+        m = _AUTH_LINE.match(line)
+        if m:
+            users[m.group(1).replace('""', '"')] = m.group(2).replace('""', '"')
+    return users
 
 
 def start_pgbouncer(binary: str, ini: str, log_path: str, account: Account) -> subprocess.Popen:
