@@ -8,30 +8,27 @@ Also `pgha check primary|replica` (keepalived's kind of script), run inside the 
 vip-manager 1.0.2 speaks only etcd's v2 API (github.com/coreos/etcd/client; etcd v3 came with vip-manager 2.0):
 it cannot read pgha's keys, which are v3 keys (and etcd 3.4 serves no v2 API unless started with --enable-v2,
 whose v2 store is separate from the v3 keys anyway). ``test_vip_manager_1_0_2_cannot_read_v3_keys`` shows exactly
-that against the cluster's etcd. The other tests put ``V2Gateway`` between them: a read-only stand-in for etcd's
-v2 ``GET /v2/keys/<key>`` that answers from the v3 key of the same name (etcd's own JSON gateway,
-``/v3/kv/range``), beside etcd in the DCS namespace. On real hosts: vip-manager >= 2.0 reads v3 keys itself
-(docs/pgbouncer.md, "A virtual IP").
+that against the cluster's etcd. The other tests put the product's answer between them: `pgha etcd-v2-view`
+(src/pgha/dcs/etcd_v2_view.py), etcd v2's read-only ``GET /v2/keys/<key>`` answered from the v3 key of the same
+name, started beside etcd in the DCS namespace (``ip netns exec``, ended by its PID), as on real hosts it runs
+beside vip-manager (docs/pgbouncer.md, "A virtual IP"). Its --verbose log shows what vip-manager asks: it polls
+(no ``wait=true``).
 
 The nodes of a `pgha up --netns` cluster keep their own ports (P+i), so a client of the VIP connects to the port of
-the node that holds it (on real hosts every node has 5432). Every process the tests start (vip-manager) is ended
-by its PID; every wait polls under a deadline; nothing is dialled from this namespace to a namespace address
+the node that holds it (on real hosts every node has 5432). Every process the tests start (vip-manager, the view) is
+ended by its PID; every wait polls under a deadline; nothing is dialled from this namespace to a namespace address
 (``netns.inside`` first).
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import psycopg
@@ -55,75 +52,41 @@ LEADER_KEY = f"/service/{SCOPE}/leader"  # namespace "/service" (layout.node_con
 INTERVAL_MS = 250  # vip-manager's DCS poll (its default: 1000)
 
 
-# --- a stand-in for etcd's v2 keys API, reading the v3 keys -------------------------------------------------------
-class V2Gateway:
-    """``GET /v2/keys/<key>`` answered as etcd v2 would (200 with the node, or 404 errorCode 100 "Key not found";
-    ``X-Etcd-Index``), from the v3 key ``<key>``. Read-only: anything else is 405. Listens in namespace ``ns`` on
-    ``host:port``; its thread moves into ``ns`` before it dials etcd there."""
+# --- `pgha etcd-v2-view`, beside etcd in the DCS namespace ---------------------------------------------------
+def start_view(topo: Topology, port: int, etcd_port: int, log_path: str) -> subprocess.Popen:
+    """`pgha etcd-v2-view --verbose` in the DCS namespace (``ip netns exec`` execs python in place: the PID is the
+    view's, the one the test ends), once it answers there."""
+    command = topo.dcs_prefix() + [
+        sys.executable, "-m", "pgha", "etcd-v2-view", "--listen", f"{topo.dcs_host}:{port}",
+        "--etcd", f"http://{topo.dcs_host}:{etcd_port}", "--verbose"]
+    env = {k: v for k, v in os.environ.items() if k != "PGHA_ETCD_PASSWORD"}
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(command, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=env)
 
-    def __init__(self, ns: str, host: str, port: int, etcd_url: str) -> None:
-        self.ns, self.url, self.requests = ns, f"http://{host}:{port}", 0
-        gateway = self
+    def answers() -> bool:
+        if proc.poll() is not None:
+            raise AssertionError(f"pgha etcd-v2-view exited with {proc.returncode}: "
+                                 f"{Path(log_path).read_text(errors='replace')}")
+        with netns.inside(topo.dcs_ns):
+            return requests.get(f"http://{topo.dcs_host}:{port}/v2/keys{LEADER_KEY}", timeout=2).status_code \
+                in (200, 404)
+    try:
+        wait_for(answers, 30, "pgha etcd-v2-view to answer")
+    except BaseException:
+        end(proc)
+        raise
+    return proc
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                gateway.requests += 1
-                path = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
-                if not path.startswith("/v2/keys/"):
-                    return self._reply(404, {"errorCode": 100, "message": "Key not found", "cause": path})
-                key = path[len("/v2/keys"):]
-                try:
-                    r = gateway.session.post(f"{etcd_url}/v3/kv/range", timeout=1,
-                                             json={"key": base64.b64encode(key.encode()).decode()})
-                    r.raise_for_status()
-                    data = r.json()
-                except (requests.RequestException, ValueError) as e:
-                    return self._reply(503, {"errorCode": 300, "message": "Raft Internal Error",
-                                             "cause": type(e).__name__})
-                index = int(data["header"]["revision"])
-                kvs = data.get("kvs") or []
-                if not kvs:
-                    return self._reply(404, {"errorCode": 100, "message": "Key not found", "cause": key,
-                                             "index": index}, index)
-                kv = kvs[0]
-                node = {"key": key, "value": base64.b64decode(kv.get("value", "")).decode(),
-                        "modifiedIndex": int(kv["mod_revision"]), "createdIndex": int(kv["create_revision"])}
-                self._reply(200, {"action": "get", "node": node}, index)
 
-            def do_PUT(self) -> None:
-                self._reply(405, {"errorCode": 0, "message": "read-only v2 stand-in"})
-
-            do_POST = do_DELETE = do_PUT
-
-            def _reply(self, code: int, body: dict, index: int | None = None) -> None:
-                raw = json.dumps(body).encode()
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                if index is not None:
-                    self.send_header("X-Etcd-Index", str(index))
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            def log_message(self, *args) -> None:
-                pass
-
-        with netns.inside(ns):  # the listening socket belongs to the namespace it was made in
-            self.server = HTTPServer((host, port), Handler)
-        self.session = requests.Session()
-        self.session.trust_env = False  # no proxy from the environment
-        self.thread = threading.Thread(target=self._serve, name=f"v2-gateway-{ns}", daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        with netns.inside(self.ns):  # its connections to etcd are made in the DCS namespace
-            self.server.serve_forever(poll_interval=0.2)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=10)
-        self.session.close()
+def view_requests(log_path: str) -> list[tuple[str, str, str, str]]:
+    """(client, method, target, status) of every request the view logged (--verbose)."""
+    found = []
+    for line in Path(log_path).read_text(errors="replace").splitlines():
+        words = line.split()
+        if len(words) == 8 and words[2] == "INFO:" and words[6] == "->":
+            found.append((words[3], words[4], words[5], words[7]))
+    return found
 
 
 # --- vip-manager, in a node's namespace ----------------------------------------------------------------------------
@@ -174,22 +137,23 @@ def the_leader(layout: Layout, other_than: str | None = None, timeout: float = 3
 
 @pytest.fixture(scope="module")
 def vip(netns_cluster):  # noqa: F811
-    """The gateway beside etcd (the DCS namespace, port P+202) and one vip-manager per node, reading it."""
+    """`pgha etcd-v2-view` beside etcd (the DCS namespace, port P+202) and one vip-manager per node, reading it."""
     if not VIP_MANAGER:
         pytest.fail("vip-manager is not installed (Debian: apt-get install -y vip-manager)", pytrace=False)
     layout = netns_cluster
     topo = Topology.for_cluster(layout.base_port, layout.nodes)
-    address = f"{topo.subnet}.100"
-    gateway = V2Gateway(topo.dcs_ns, topo.dcs_host, layout.etcd_port + 2, f"http://{topo.dcs_host}:{layout.etcd_port}")
+    address, port = f"{topo.subnet}.100", layout.etcd_port + 2
+    view = start_view(topo, port, layout.etcd_port, layout.path("etcd-v2-view.log"))
     procs: list[subprocess.Popen] = []
     try:
         for i in range(layout.nodes):
-            procs.append(start_vip_manager(topo, i, address, gateway.url, layout.path(f"vip-manager-node{i}.log")))
-        yield topo, address, procs, gateway
+            procs.append(start_vip_manager(topo, i, address, f"http://{topo.dcs_host}:{port}",
+                                           layout.path(f"vip-manager-node{i}.log")))
+        yield topo, address, procs, f"http://{topo.dcs_host}:{port}"
     finally:
         for proc in procs:
             end(proc)
-        gateway.close()
+        end(view)
 
 
 def vip_log(layout: Layout, i: int) -> str:
@@ -227,15 +191,32 @@ def test_vip_manager_1_0_2_cannot_read_v3_keys(netns_cluster):  # noqa: F811
 
 def test_the_vip_is_on_the_leader_only_and_reaches_the_primary(netns_cluster, vip):  # noqa: F811
     layout = netns_cluster
-    topo, address, procs, gateway = vip
+    topo, address, procs, view_url = vip
     leader = the_leader(layout)
-    with netns.inside(topo.dcs_ns):  # the gateway answers what etcd v2 would, from the v3 key
-        answer = requests.get(f"{gateway.url}/v2/keys{LEADER_KEY}", timeout=3).json()
+    with netns.inside(topo.dcs_ns):  # the view answers what etcd v2 would, from the v3 key
+        answer = requests.get(f"{view_url}/v2/keys{LEADER_KEY}", timeout=3).json()
     assert answer["node"]["key"] == LEADER_KEY and answer["node"]["value"] == f"node{leader}"
     wait_for(lambda: holders(topo, address) == [leader], 20, f"the VIP {address} on node{leader}'s link only")
     assert via_vip(topo, layout, address, layout.pg_port(leader)) == (address, layout.pg_port(leader), False)
     assert all(pid_alive(p.pid) for p in procs)
     assert f"Configuring address {address}/24 on {NODE_LINK}" in vip_log(layout, leader)
+
+
+def test_vip_manager_1_0_2_polls_the_view(netns_cluster, vip):  # noqa: F811
+    """What vip-manager 1.0.2 asks (the view's --verbose log): GETs of the trigger key, never ``wait=true``, so
+    the view needs no long-poll; every one answered 200, from every node."""
+    layout = netns_cluster
+    topo = vip[0]
+    nodes = {topo.node_host(i) for i in range(layout.nodes)}
+    log_path = layout.path("etcd-v2-view.log")
+    wait_for(lambda: {c for c, *_ in view_requests(log_path)} >= nodes, 20, "a request from every vip-manager")
+    asked = [r for r in view_requests(log_path) if r[0] in nodes]
+    shapes = sorted({(method, target) for _, method, target, _ in asked})
+    print(f"\nvip-manager 1.0.2 asked the view {len(asked)} times: {shapes}")
+    assert all(method == "GET" and urllib.parse.urlsplit(target).path == f"/v2/keys{LEADER_KEY}"
+               for method, target in shapes)
+    assert not any("wait=" in target for _, target in shapes)
+    assert {status for *_, status in asked} == {"200"}
 
 
 def pgha_in(topo: Topology, i: int, *args: str) -> subprocess.CompletedProcess:

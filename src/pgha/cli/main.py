@@ -47,6 +47,7 @@ cli.add_command(validate)
 cli.add_command(sim)
 __import__("pgha.cli.router", fromlist=["register"]).register(cli)  # haproxy-config, router
 __import__("pgha.cli.pgbouncer", fromlist=["register"]).register(cli)  # pgbouncer (follows the leader)
+__import__("pgha.cli.etcd_v2_view", fromlist=["register"]).register(cli)  # etcd-v2-view (vip-manager 1.x)
 __import__("pgha.cli.commands", fromlist=["register"]).register(cli)  # patronictl's verbs: list, switchover, ...
 cli.add_command(__import__("pgha.cli.verify", fromlist=["verify"]).verify)  # pgha verify
 cli.add_command(__import__("pgha.cli.check", fromlist=["check"]).check)  # pgha check primary|replica
