@@ -273,7 +273,7 @@ class PghaSystem(System):
     kind = "pgha"
 
     def __init__(self, root: str, nodes: int, base_port: int, timing: dict[str, Any] | None,
-                 say: Callable[[str], None]) -> None:
+                 say: Callable[[str], None], pgbouncer: bool = False) -> None:
         super().__init__(root, nodes, base_port, say)
         from pgha.local.cluster import LocalCluster
         from pgha.local.layout import SCOPE, Layout
@@ -281,7 +281,8 @@ class PghaSystem(System):
         self.timing = timing            # None: LocalCluster's defaults (what `pgha up` uses)
         self.layout = Layout(root, nodes, base_port)
         self.up_log: list[str] = []
-        self.cluster = LocalCluster(self.layout, say=self.up_log.append)
+        self.cluster = LocalCluster(self.layout, say=self.up_log.append, pgbouncer=pgbouncer)
+        self.pgbouncer = pgbouncer  # clients through PgBouncer (P+303) instead of HAProxy's rw (P+300)
 
     def log_path(self, i: int) -> str:
         return os.path.join(self.layout.node_dir(i), "agent.log")

@@ -52,6 +52,8 @@ PATRONI_FASTEST = {"ttl": 20, "loop_wait": 1, "retry_timeout": 3}   # Patroni 4.
 # name -> (system, timing given (None: the system's own defaults, nothing set), label)
 ROWS: dict[str, tuple[str, dict[str, int] | None, str]] = {
     "pgha-default": ("pgha", None, "4 / 1 / 1, pgha's defaults (not set); HAProxy + `pgha router`"),
+    "pgha-pgbouncer": ("pgha", None, "4 / 1 / 1, pgha's defaults; clients through PgBouncer (`pgha up --pgbouncer`: "
+                      "`pgha pgbouncer` repoints it, PAUSE/RESUME around a switchover)"),
     "patroni-fastest": ("patroni", PATRONI_FASTEST, "20 / 1 / 3, Patroni's fastest accepted; HAProxy checks only"),
     "patroni-default": ("patroni", None, "30 / 10 / 10, Patroni's defaults (not set); HAProxy checks only"),
 }
@@ -75,7 +77,7 @@ def pick_base_port(first: int, seq: int, nodes: int) -> int:
     for k in range(16):
         base = first + ((seq + k) % 16) * 400
         ports = ([base + i for i in range(nodes)] + [base + 100 + i for i in range(nodes)]
-                 + [base + 200, base + 201, base + 300, base + 301, base + 302])
+                 + [base + 200, base + 201, base + 300, base + 301, base + 302, base + 303])
         if not benchlib.ports_free(ports):
             return base
     raise SystemExit(f"no free port range found from {first} (16 tried)")
@@ -84,7 +86,7 @@ def pick_base_port(first: int, seq: int, nodes: int) -> int:
 def make_system(row: str, root: str, nodes: int, base: int, account) -> fl.System:
     kind, timing, _ = ROWS[row]
     if kind == "pgha":
-        return fl.PghaSystem(root, nodes, base, timing, say=say)
+        return fl.PghaSystem(root, nodes, base, timing, say=say, pgbouncer=row == "pgha-pgbouncer")
     return sl.PatroniBehindHaproxy(root, nodes, base, timing, account, say=say)
 
 

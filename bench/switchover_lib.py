@@ -26,8 +26,13 @@ import failover_lib as fl
 HOST = "127.0.0.1"
 
 
-def rw_conninfo(port: int, password: str) -> str:
-    """A plain client of HAProxy's rw listener: one host, no target_session_attrs (HAProxy does the routing)."""
+def rw_conninfo(port: int, password: str, pgbouncer: bool = False) -> str:
+    """A plain client of HAProxy's rw listener: one host, no target_session_attrs (HAProxy does the routing).
+    Through PgBouncer: no ``options`` (PgBouncer refuses that startup parameter; transaction pooling would not
+    keep a session setting anyway)."""
+    if pgbouncer:
+        return make_conninfo(host=HOST, port=str(port), user="postgres", password=password, dbname="postgres",
+                             connect_timeout=1, application_name="bench-switchover")
     return make_conninfo(host=HOST, port=str(port), user="postgres", password=password, dbname="postgres",
                          connect_timeout=1, options="-c statement_timeout=1000", application_name="bench-switchover")
 
@@ -275,7 +280,9 @@ def one_run(system: fl.System, row: str, fault: str, run: int, args, logdir: str
     res.leader_before = f"node{leader}"
     old_port = system.pg_port(leader)
     tag = f"sw-{row}-{fault}-{run}-{int(time.time())}"
-    writer = GapWriter(rw_conninfo(system.base_port + 300, system.password), tag, args.fault_timeout + 120)
+    bouncer = getattr(system, "pgbouncer", False)
+    writer = GapWriter(rw_conninfo(system.base_port + (303 if bouncer else 300), system.password, bouncer), tag,
+                       args.fault_timeout + 120)
     extra = {name: _size(path) for name, path in extra_logs().items()}
     offsets = system.log_offsets()
     writer.start()
