@@ -253,8 +253,11 @@ def _steps_table(steps: dict[str, dict[str, float | None]]) -> list[str]:
 def write_section(path: str, section: str) -> None:
     """Replace (or add) our section in ``path``, keep every other section; written atomically."""
     import tempfile
-    with open(path) as f:
-        lines = f.read().splitlines()
+    try:
+        with open(path) as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:  # a new file: just our section
+        lines = []
     try:
         start = lines.index(SECTION)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
