@@ -23,6 +23,9 @@ REWRITE = os.environ.get("PGHA_SIM_REWRITE") == "1"
 def test_every_fault_case_has_a_scenario():
     names = {p.name.split("_")[0] for p in SCENARIOS}
     assert {"a", "b", "c", "d", "e"} <= names
+    # synchronous replication: f sync standby wins, g quorum needs the other voter, h strict blocks writes,
+    # i the lagging sync standby wins over the more advanced asynchronous replica, j maximum_lag_on_syncnode
+    assert {"f", "g", "h", "i", "j"} <= names
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])

@@ -54,8 +54,9 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     # never acknowledged, so the lag bound does not apply to it (as in Patroni).
     if not voters and optime is not None and optime - mine > settings.maximum_lag_on_failover:
         return Reason.RACE_TOO_FAR_BEHIND, str(optime - mine)
-    others = [_freshest(m, obs) for m in cluster.members if m.name != settings.name and _eligible(m)
-              and (not voters or m.name.lower() in voters)]
+    # In sync mode every other voter counts, even one that may not promote itself: it may hold what was acknowledged.
+    others = [_freshest(m, obs) for m in cluster.members if m.name != settings.name
+              and (m.name.lower() in voters and m.xlog_location is not None if voters else _eligible(m))]
     others = [m for m in others if m is not None]
     for member in others:
         if member.role == "primary" and member.name in {p.name for p in obs.peers if p.reachable}:

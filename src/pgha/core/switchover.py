@@ -30,7 +30,7 @@ import datetime
 
 from pgha.core.actions import (AwaitReplicated, Checkpoint, ClearFailover, RefreshLeader, ReleaseLeader, StopMode,
                                StopPostgres)
-from pgha.core import sync
+from pgha.core import election, sync
 from pgha.core.model import Failover, Member, Observation
 from pgha.core.reasons import Reason
 from pgha.core.settings import Decision, Memory, Settings
@@ -102,14 +102,20 @@ def race_gate(obs: Observation, settings: Settings) -> tuple[str, str] | None:
     if request is None or _due(request, obs.wall_now, settings.loop_wait) != "now":
         return None  # a scheduled switchover whose leader died: the normal election replaces it
     if request.member == settings.name and not settings.nofailover:
+        if request.leader is not None and sync.enabled(settings) and election.judge(obs, settings) is not None:
+            return None  # sync mode: a switchover whose leader died before handing over gives no licence
         if request.leader is None or _within_lag(obs.local.wal_position, obs, settings):
             return "race", ""
         return None  # a switchover whose leader died before handing over: the normal election decides
     named = cluster.member(request.member) if request.member else None
+    voters = sync.restricted_to(obs, settings)
+    if named is not None and voters is not None and named.name.lower() not in voters:
+        named = None  # sync mode: it may not promote, so nobody waits for it
     if named is not None and named.state == "running" and not named.nofailover and \
             (request.leader is None or _within_lag(named.xlog_location, obs, settings)):
         return "wait", named.name
-    if request.member is None and request.leader == settings.name and healthy_candidates(obs, settings, False):
+    others = [m for m in healthy_candidates(obs, settings, False) if voters is None or m.name.lower() in voters]
+    if request.member is None and request.leader == settings.name and others:
         return "wait", "another replica"
     return None
 

@@ -22,7 +22,7 @@ Rules
    c. once k' of S' have flushed past P (commits before the change waited on the old set), the key narrows
       to S' with Q = |S'| − k'.
    So a standby enters SSN only after it is in the key, and leaves the key only after it left SSN.
-3. Candidates: streaming standbys that are members, not tagged ``nosync`` (or ``nostream``), within
+3. Candidates: streaming standbys that are members, not tagged ``nosync``, ``nostream`` or ``nofailover``, within
    ``maximum_lag_on_syncnode``; by ``sync_priority`` (higher first), then those already in the key or SSN (so a
    change in progress is not chased by another), then WAL position.
 4. No candidate: without ``synchronous_mode_strict`` SSN is emptied (the leader runs asynchronously and says so)
@@ -183,7 +183,7 @@ def _target(obs: Observation, settings: Settings, key: SyncState,
     if not chosen and settings.synchronous_mode_strict:
         chosen = key.voters[:count] if settings.synchronous_mode != "quorum" else key.voters
     k = min(count, len(chosen)) if settings.synchronous_mode == "quorum" else len(chosen)
-    return tuple(chosen), k
+    return tuple(sorted(chosen)), k  # sorted: the rendered value must not change with the standbys' positions
 
 
 def _candidates(obs: Observation, settings: Settings, current: set[str]) -> list[str]:
@@ -205,8 +205,11 @@ def _candidates(obs: Observation, settings: Settings, current: set[str]) -> list
 
 
 def _nosync(member: Member) -> bool:
+    """Never synchronous: tagged so, or not allowed to promote (a synchronous standby that may never take over
+    would leave nobody to fail over to)."""
     tags = member.tags or {}
-    return any(tags.get(t) in (True, "true", "True") for t in ("nosync", "nostream")) or sync_priority(member) <= 0
+    return any(tags.get(t) in (True, "true", "True") for t in ("nosync", "nostream")) or \
+        sync_priority(member) <= 0 or member.nofailover
 
 
 def sync_priority(member: Member) -> int:
@@ -254,7 +257,11 @@ def may_promote(obs: Observation, settings: Settings) -> tuple[bool, str, tuple[
     if not enabled(settings) or key is None or key.leader is None:
         return True, "", ()
     me = settings.name.lower()
-    if not key.lists(me) and key.leader.lower() != me:
+    if key.leader.lower() == me and not key.lists(me):
+        # The key's own leader (a primary coming back, or a voter whose promotion failed after it took the key,
+        # rule 6) holds everything acknowledged: only it may take over, whoever else has more (unacknowledged) WAL.
+        return True, "", (me,)
+    if not key.lists(me):
         listed = ", ".join(key.voters) or "none"
         return False, f"not a synchronous standby (the sync key lists {listed})", key.voters
     others = [v for v in key.voters if v != me]

@@ -15,14 +15,26 @@ Rules
 5. Changes are reported to ``net.on_pg`` at once, stamped with the node's local time (the world's time plus what
    the current tick already spent waiting on the DCS): when a real agent would have made them.
 6. Failures raise ``CommandError``, as the real node does when pg_ctl fails.
+7. Synchronous replication: ``synchronous_standby_names`` (SSN) is pgha's setting, kept across stops and agent
+   restarts like the configuration file it lives in, and in force whenever the server runs (a reload applies it
+   at once). A client write on a primary is *acknowledged* (``net.acknowledged``) only once, under the SSN in
+   force, ``k`` of its standbys ``S`` streaming from this primary have flushed past the write's end (``FIRST k``
+   and ``ANY k`` alike: ``k`` of ``S`` have it); with SSN empty at once (asynchronous). Until then the write
+   waits in ``pending``, in LSN order; a change of SSN re-examines the waiters (an emptied SSN releases them all,
+   as PostgreSQL does). A write still waiting when the primary stops, crashes or is fenced is never
+   acknowledged (its client got an error or no answer): it may survive or not, it is *in doubt*.
+8. A replica ``lagging`` stays connected (listed in the primary's ``pg_stat_replication``, ``streaming_from``
+   set) but receives nothing: a slow disk or network, not a cut one (that is ``stalled``).
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Protocol
 
-from pgha.core.model import DataDir, LocalState, Member, PgRole
+from pgha.core import sync
+from pgha.core.model import DataDir, LocalState, Member, PgRole, Standby
 from pgha.postgres.conf import parse_conn_url
 from pgha.ports import TransientJobError
 from pgha.postgres.control import CommandError
@@ -50,6 +62,21 @@ class PgNet(Protocol):
 
     def flush_replicas(self, pg: "FakePostgres") -> frozenset[str]:
         """Send everything to the replicas streaming from ``pg``; the names of those replicas."""
+
+    def downstream(self, pg: "FakePostgres") -> "list[FakePostgres]":
+        """The replicas streaming from ``pg`` now (its walsenders), in name order."""
+
+    def acknowledged(self, pg: "FakePostgres", write: "Pending") -> None:
+        """``pg`` acknowledged this client write (its commit returned to the client)."""
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A client write on a primary: where its WAL ends, the segment that wrote it, when it was made."""
+
+    lsn: int
+    uid: int
+    at: float
 
 
 @dataclass
@@ -83,6 +110,10 @@ class FakePostgres:
         self.use_slots = True
         self.slots: tuple[str, ...] = ()
         self._streamed_at_stop: frozenset[str] = frozenset()
+        self.lagging = False  # connected to its upstream but receiving nothing (rule 8)
+        self.sync_standby_names = ""  # pgha's setting (rule 7); in force while running
+        self._ssn: tuple[str, tuple[tuple[str, ...] | None, int]] = ("", ((), 0))  # the value, parsed
+        self.pending: list[Pending] = []  # client writes waiting for their synchronous standbys
 
     # --- what the world reads ---------------------------------------------------------------------------
     @property
@@ -118,10 +149,29 @@ class FakePostgres:
                               last_role=d.last_role, timeline=tl, wal_position=d.lsn)
         if self.role is PgRole.PRIMARY:
             return LocalState(data_dir=DataDir.INITIALIZED, system_id=d.system_id, running=True,
-                              role=PgRole.PRIMARY, timeline=tl, wal_position=d.lsn)
+                              role=PgRole.PRIMARY, timeline=tl, wal_position=d.lsn, standbys=self.standbys(),
+                              sync_standby_names=self.sync_standby_names)
         return LocalState(data_dir=DataDir.INITIALIZED, system_id=d.system_id, running=True, role=PgRole.REPLICA,
                           timeline=tl, wal_position=d.lsn, receive_lsn=d.lsn, replay_lsn=d.lsn,
                           streaming_from=self.upstream_host if self.streaming() else None, following=self.following)
+
+    def standbys(self) -> tuple[Standby, ...]:
+        """pg_stat_replication of a running primary: one row per replica streaming from it."""
+        names, k = self._parsed_ssn()
+        replicas = self.net.downstream(self)
+        quorum = self.sync_standby_names.lstrip().upper().startswith("ANY")
+        listed = sorted((names.index(r.name.lower()), r.name) for r in replicas if names and r.name.lower() in names)
+        first = {name for _, name in listed[:k]}  # FIRST k: the k connected ones listed first are "sync"
+        rows = []
+        for replica in replicas:
+            if names is not None and replica.name.lower() not in names or k <= 0:
+                state = "async"
+            elif quorum or names is None:
+                state = "quorum" if quorum else "sync"
+            else:
+                state = "sync" if replica.name in first else "potential"
+            rows.append(Standby(name=replica.name, state="streaming", sync_state=state, flush_lsn=replica.lsn))
+        return tuple(rows)
 
     # --- PostgresPort: acting -----------------------------------------------------------------------------
     def close(self) -> None:
@@ -196,6 +246,11 @@ class FakePostgres:
 
     def reload_config(self, cluster: Any, hba: Any) -> None:
         """Nothing to re-read: the fake server has no configuration files."""
+
+    def set_sync_standby_names(self, value: str) -> None:
+        """Kept for every later start; in force at once when running (a reload), re-examining the waiters."""
+        self.sync_standby_names = value
+        self.release()
 
     def remove_data_dir(self) -> None:
         if self.running:
@@ -273,13 +328,18 @@ class FakePostgres:
 
     # --- what the world does to it ------------------------------------------------------------------------
     def write(self, size: int) -> int:
-        """A client write acknowledged by this primary; returns the new flush LSN."""
+        """A client write on this primary; returns the new flush LSN. It is acknowledged (``net.acknowledged``)
+        at once, or later when its synchronous standbys have it (rule 7)."""
         self._append(size)
+        assert self.data is not None
+        self.pending.append(Pending(self.data.lsn, self.data.history[-1].uid, self.now()))
+        self.release()
         return self.lsn
 
-    def pull(self) -> bool:
-        """Receive everything the upstream has, if streaming; True when something arrived."""
-        if not self.streaming():
+    def pull(self, force: bool = False) -> bool:
+        """Receive everything the upstream has, if streaming (and not lagging, unless ``force``: the upstream's
+        clean shutdown waits for it); True when something arrived."""
+        if (self.lagging and not force) or not self.streaming():
             return False
         up = self.upstream()
         assert up is not None and up.data is not None and self.data is not None
@@ -287,7 +347,40 @@ class FakePostgres:
             return False
         self.data.lsn = up.data.lsn
         self.data.history = wal.received(up.data.history, up.data.lsn)
+        if up.pending:
+            names = up._parsed_ssn()[0]
+            if names is None or self.name.lower() in names:  # only a listed standby's flush releases commits
+                up.release()
         return True
+
+    def release(self) -> None:
+        """Acknowledge the waiting writes the SSN in force now lets through (rule 7)."""
+        if not self.pending or not self.accepting_writes:
+            return
+        names, k = self._parsed_ssn()
+        if k <= 0:
+            upto = self.lsn
+        else:
+            flushed = sorted((r.lsn for r in self.net.downstream(self) if names is None or r.name.lower() in names),
+                             reverse=True)
+            if len(flushed) < k:
+                return
+            upto = flushed[k - 1]
+        done = 0
+        while done < len(self.pending) and self.pending[done].lsn <= upto:
+            done += 1
+        if done:
+            acked, self.pending = self.pending[:done], self.pending[done:]
+            for write in acked:
+                self.net.acknowledged(self, write)
+
+    def _parsed_ssn(self) -> tuple[tuple[str, ...] | None, int]:
+        """(standby names, k) of the SSN in force, as PostgreSQL reads it; names None: any standby (``*``).
+        Patroni's placeholder names a standby that never connects: commits wait."""
+        value = self.sync_standby_names
+        if self._ssn[0] != value:
+            self._ssn = (value, _ssn_rule(value))
+        return self._ssn[1]
 
     # --- helpers --------------------------------------------------------------------------------------------
     def _append(self, size: int) -> None:
@@ -309,6 +402,9 @@ class FakePostgres:
                 # the watchdog fired while the agent still waited on the DCS
                 at, event, detail = deadline, "fence", "by=watchdog"
         self._streamed_at_stop = frozenset()
+        if self.pending:  # their clients get an error (or nothing): never acknowledged, in doubt
+            detail = (detail + " " if detail else "") + f"unacknowledged={len(self.pending)}"
+            self.pending = []
         if mode == "fast" and was is PgRole.PRIMARY:
             self._append(RECORD)  # shutdown checkpoint, sent to every streaming replica before exit
             self._streamed_at_stop = self.net.flush_replicas(self)
@@ -318,3 +414,15 @@ class FakePostgres:
         self.data.clean = mode != "immediate"
         self.net.on_pg(self, event, at, detail)
 
+
+def _ssn_rule(value: str) -> tuple[tuple[str, ...] | None, int]:
+    """(names, k) of a synchronous_standby_names value: ``k`` of ``names`` must have flushed a commit (names None:
+    any standby); ((), 0): asynchronous. Names from ``core.sync.parse``; k as written (the placeholder, which
+    parse drops, still counts towards nothing)."""
+    text = value.strip()
+    if not text:
+        return (), 0
+    m = re.match(r"^(?:(?:ANY|FIRST)\s+)?(\d+)\s*\(", text, re.IGNORECASE)
+    k = int(m.group(1)) if m else 1
+    parsed = sync.parse(text)
+    return (parsed[0] if parsed is not None else None), max(k, 1)

@@ -16,13 +16,18 @@ Kinds (``KINDS``)
 - ``switchover``: an operator asks the leader to hand over (to ``member``, or the healthiest replica), writing
   the ``failover`` key as POST /switchover does; nothing to heal. Not an injury, but it must interleave safely
   with the others.
+- ``lag``: a replica stays connected to its upstream but receives nothing for ``duration`` (slow disk or
+  network): a synchronous standby that lags keeps commits waiting, and an asynchronous one gets ahead of it.
+  Drawn only in synchronous schedules (``SYNC_KINDS``), so asynchronous schedules stay what they were.
 
 Rules
 1. A fault's target may be ``leader`` (whoever holds the leader key when the fault starts; the first node if
    nobody does) or ``replica`` (the first node that is not the leader), resolved when it is applied.
 2. Faults may overlap; each heal undoes only its own fault, and ``heal_all`` at the end of the fault window
    clears whatever is left, so the convergence check starts from a healed world.
-3. Schedules are a pure function of their seed.
+3. Schedules are a pure function of their seed (and the synchronous mode asked for: ``SYNC_MODES``). The
+   synchronous settings and the extra ``lag`` faults come from a random stream of their own, so a seed's other
+   faults, and its whole asynchronous schedule, are the same whatever the mode.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Callable
 
 from pgha.sim.world import SimParams
@@ -44,6 +49,13 @@ WINDOW = 30.0  # faults start within this many seconds after the warm-up
 
 KINDS = ("kill", "pgcrash", "freeze", "cutoff", "outage", "slow", "stop", "restart", "stall", "switchover")
 _WEIGHTS = (3, 2, 3, 3, 2, 2, 2, 2, 1, 2)
+SYNC_KINDS = ("lag",)  # only in synchronous schedules (rule 3)
+ALL_KINDS = KINDS + SYNC_KINDS
+SYNC_MODES = ("off", "on", "quorum", "mixed")  # mixed: each schedule's seed picks off, on or quorum
+STRICT_CHANCE = 0.3
+LAG_CHANCE = 0.4
+SYNCNODE_LAG_CHANCE = 0.25  # maximum_lag_on_syncnode set: a standby that far behind is not made synchronous
+SYNCNODE_LAG = 256 * 1024  # bytes: about 2.5 s of client writes
 
 
 @dataclass(frozen=True)
@@ -79,18 +91,39 @@ class Schedule:
         p = self.params
         lines = [f"schedule {self.seed}: {p.nodes} nodes, ttl={p.ttl} loop_wait={p.loop_wait} "
                  f"retry_timeout={p.retry_timeout} use_pg_rewind={p.use_pg_rewind} "
-                 f"watchdog={'on' if p.watchdog else 'off'} nofailover={','.join(p.nofailover) or '-'}"]
+                 f"watchdog={'on' if p.watchdog else 'off'} nofailover={','.join(p.nofailover) or '-'}"
+                 + p.describe_sync()]
         lines += [f"  fault: {f.describe()}" for f in self.faults]
         return lines
 
 
-def generate(seed: int, watchdog: bool = True) -> Schedule:
+def generate(seed: int, watchdog: bool = True, sync_mode: str = "mixed") -> Schedule:
     rng = random.Random(f"schedule:{seed}")
     params = SimParams(ttl=rng.choice((5, 6, 8, 10)), watchdog=watchdog, use_pg_rewind=rng.random() < 0.75,
                        nofailover=("n3",) if rng.random() < 0.15 else ())
     count = rng.choice((1, 1, 2, 2, 3))
-    faults = tuple(sorted((_fault(rng, params) for _ in range(count)), key=lambda f: f.at))
-    return Schedule(seed, params, faults)
+    faults = [_fault(rng, params) for _ in range(count)]
+    params, extra = _synchronous(random.Random(f"sync:{seed}"), params, sync_mode)
+    return Schedule(seed, params, tuple(sorted(faults + extra, key=lambda f: f.at)))
+
+
+def _synchronous(rng: random.Random, params: SimParams, mode: str) -> tuple[SimParams, list[Fault]]:
+    """The schedule's synchronous settings (rule 3), and its ``lag`` fault when it has one."""
+    if mode not in SYNC_MODES:
+        raise ValueError(f"synchronous mode {mode!r}: expected one of {', '.join(SYNC_MODES)}")
+    chosen = rng.choice(("off", "on", "quorum"))
+    strict = rng.random() < STRICT_CHANCE
+    count = rng.choice((1, 2)) if params.nodes >= 3 else 1
+    lag = rng.random() < LAG_CHANCE
+    at, duration = round(WARMUP + rng.uniform(0, WINDOW), 3), round(rng.uniform(3, 30), 3)
+    target = rng.choice(("replica", "n1", "n2", "n3"))
+    syncnode_lag = SYNCNODE_LAG if rng.random() < SYNCNODE_LAG_CHANCE else -1
+    mode = chosen if mode == "mixed" else mode
+    if mode == "off":
+        return params, []
+    params = replace(params, synchronous_mode=mode, synchronous_mode_strict=strict, synchronous_node_count=count,
+                     maximum_lag_on_syncnode=syncnode_lag)
+    return params, [Fault("lag", target, at, duration)] if lag else []
 
 
 def _fault(rng: random.Random, params: SimParams) -> Fault:
@@ -226,8 +259,20 @@ def _switchover(world: "World", nodes: list["SimNode"], fault: Fault) -> Callabl
     return lambda: None
 
 
+def _lag(world: "World", nodes: list["SimNode"], fault: Fault) -> Callable[[], None]:
+    for node in nodes:
+        node.lag += 1
+        node.pg.lagging = True
+
+    def heal() -> None:
+        for node in nodes:
+            node.lag -= 1
+            node.pg.lagging = node.lag > 0
+    return heal
+
+
 _APPLY = {"kill": _kill, "pgcrash": _pgcrash, "freeze": _freeze, "cutoff": _cutoff, "outage": _outage,
-          "slow": _slow, "stop": _stop, "restart": _restart, "stall": _stall, "switchover": _switchover}
+          "slow": _slow, "stop": _stop, "restart": _restart, "stall": _stall, "switchover": _switchover, "lag": _lag}
 
 
 def heal_all(world: "World") -> None:
@@ -235,9 +280,9 @@ def heal_all(world: "World") -> None:
     world.store.set_outage(False)
     world.outages = 0
     for node in world.nodes.values():
-        node.cut, node.stall, node.latency = 0, 0, 0.0
+        node.cut, node.stall, node.lag, node.latency = 0, 0, 0, 0.0
         world.store.set_reachable(node.name, True)
-        node.pg.stalled = False
+        node.pg.stalled = node.pg.lagging = False
         node.pg.broken_until = min(node.pg.broken_until, world.now)
         node.thaw()
         node.start_agent()

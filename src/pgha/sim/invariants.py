@@ -9,10 +9,16 @@
    instead, and nobody else may hold the leader key.
 3. ``lag-at-promotion``: the new primary is not behind an eligible replica (not nofailover, agent running and
    reaching the DCS, PostgreSQL running as a replica on the same WAL line) by more than
-   ``maximum_lag_on_failover`` bytes.
+   ``maximum_lag_on_failover`` bytes. Asynchronous runs only: with synchronous replication the election is
+   narrowed to the sync key's voters and the lag bound is waived for them (core/sync.py rule 5, as Patroni):
+   what a synchronous standby lacks was never acknowledged. Invariant 6 replaces it there, and is stronger.
 4. ``converge``: once every fault has healed, within ``3*ttl + 30`` seconds there is exactly one leader and every
    other node streams from it (``convergence_problems``).
 5. ``agent-error``: the agent's tick never raises (the real loop would log and carry on; here it is a bug).
+6. ``acked-writes``: with synchronous replication (``synchronous_mode`` on or quorum), no acknowledged write is
+   ever lost: a node that becomes primary (promote, or start as primary) holds in its WAL every client write
+   acknowledged so far, by whichever primary. (Asynchronous runs only count the writes the final leader lacks:
+   ``World.lost_writes``.)
 
 Known gap (expected failures, counted apart and never hiding the others): a former primary whose WAL diverged
 from the new leader's (it wrote WAL no replica received before it stopped) cannot stream again until pg_rewind
@@ -30,7 +36,12 @@ from pgha.sim import wal
 
 if TYPE_CHECKING:
     from pgha.sim.node import SimNode
-    from pgha.sim.world import World
+    from pgha.sim.world import Write, World
+
+def holds(history: wal.History, end: int, write: "Write") -> bool:
+    """Does the WAL ``[0, end)`` with ``history`` hold this acknowledged write?"""
+    return write.lsn <= end and wal.uid_at(history, write.lsn - 1) == write.uid
+
 
 NEEDS_REWIND = "diverged from the leader's WAL and use_pg_rewind is off: nothing may repair it"
 NOT_REWOUND = "diverged from the leader's WAL and was not rewound"
@@ -64,7 +75,10 @@ class Checker:
             self._bootstrap_claim(node)
         else:
             self._holds_lease(node, at)
-            self._not_behind(node, kind)
+            if not self.world.params.sync:
+                self._not_behind(node, kind)
+        if self.world.params.sync:
+            self._keeps_acknowledged(node, kind, at)
         self.open[node.name] = self.began[node.name] = at
 
     def stopped(self, node: "SimNode", at: float) -> None:
@@ -141,6 +155,19 @@ class Checker:
                 self.world.violation("lag-at-promotion", f"{node.name} became primary at lsn {mine} while "
                                      f"eligible replica {other.name} had {d.lsn} ({d.lsn - mine} bytes ahead; "
                                      f"maximum_lag_on_failover={limit})")
+
+    def _keeps_acknowledged(self, node: "SimNode", kind: str, at: float) -> None:
+        me = node.pg.data
+        assert me is not None
+        history, end = me.history, me.lsn
+        if kind == "promote":  # the WAL it had when it promoted, not the new timeline it just opened
+            history, end = history[:-1], history[-1].start
+        missing = [w for w in self.world.writes if not holds(history, end, w)]
+        if missing:
+            w = missing[0]
+            self.world.violation("acked-writes", f"{node.name} became primary ({kind}) at {at:.3f} at lsn {end} "
+                                 f"without {len(missing)} acknowledged write(s); the first ends at lsn {w.lsn}, "
+                                 f"written on {w.node} at {w.at:.3f} and acknowledged at {w.acked:.3f}")
 
     def _eligible(self, node: "SimNode") -> bool:
         return (not node.nofailover and node.state == "running" and self.world.store.reachable(node.name)

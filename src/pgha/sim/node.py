@@ -15,6 +15,9 @@ Rules
    own clock runs on inside the tick by the time its DCS calls took (``SimDcs.cost``), so its call deadlines and
    its observation time are a real agent's; the next tick comes that much later.
 3. Agent states: ``running`` (ticks), ``frozen`` (no ticks; PostgreSQL and jobs go on), ``down`` (no agent).
+4. The REST API other agents ask in a leader race (``Agent.ask_peers``, world.ask_peers) answers what its agent
+   published at the end of its last tick (``published``), as the real API serves the last published status; it
+   is part of the agent process, so a frozen or dead agent does not answer.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from pgha.agent.executor import AgentExit
 from pgha.agent.loop import Agent
 from pgha.config.schema import Auth, Bootstrap, Config, Etcd, Postgresql, RestApi
 from pgha.core.dynamic import freeze
+from pgha.core.model import PgRole
 from pgha.dcs.memory import MemoryDcs
 from pgha.sim.fakepg import FakePostgres
 from pgha.sim.jobs import SimJobs
@@ -68,7 +72,10 @@ class SimNode:
         self.latency = 0.0  # DCS latency this node sees (slow DCS fault)
         self.cut = 0  # how many cut-off faults hold this node away from the DCS
         self.stall = 0  # how many stall faults hold its replication
+        self.lag = 0  # how many lag faults slow it down (connected, receiving nothing)
         self.in_tick = False
+        # (wal position, timeline, role) the agent's REST API serves, from its last tick; None: no status yet
+        self.published: tuple[int | None, int | None, str | None] | None = None
 
     def local_now(self) -> float:
         """The node's own time: inside a tick, the world's time plus what the tick has spent waiting on DCS calls
@@ -90,6 +97,8 @@ class SimNode:
         if self.fencer is not None:
             self.fencers.append(self.fencer)
         self.agent = Agent(self.cfg, self.dcs, self.pg, clock=self.local_now, jobs=self.jobs, fencer=self.fencer)
+        self.agent.ask_peers = world.ask_peers
+        self.published = None
         self.dcs.set_ttl(int(self.agent.settings.ttl))
         try:
             self.agent.refuse_duplicate_name()
@@ -105,6 +114,7 @@ class SimNode:
         if self.jobs is not None:
             self.jobs.cancel()
         self.agent, self.jobs, self.fencer, self.state, self.next_tick = None, None, None, "down", None
+        self.published = None
         self.fencers = [f for f in self.fencers if f.alive]
 
     def _exit(self) -> None:
@@ -159,6 +169,15 @@ class SimNode:
                 self.next_tick = soon
 
     # --- one tick -------------------------------------------------------------------------------------------
+    def publish(self) -> None:
+        """The status the agent's REST API serves until its next tick (rule 4): PostgreSQL as it is now (what
+        ``local_state()`` says of it: a replica's position is what it received)."""
+        pg = self.pg
+        if not pg.running or pg.role is None or pg.data is None:
+            self.published = (None, None, None)
+        else:
+            self.published = (pg.lsn, pg.timeline, "primary" if pg.role is PgRole.PRIMARY else "replica")
+
     def tick(self) -> None:
         agent, dcs, world = self.agent, self.dcs, self.world
         assert agent is not None and dcs is not None
@@ -176,6 +195,7 @@ class SimNode:
             world.violation("agent-error", f"{self.name}: tick raised {type(e).__name__}: {e}")
             obs = None
         self.in_tick = False
+        self.publish()
         cost = dcs.cost
         world.record_tick(self, agent, cost)
         if obs is not None and obs.shutdown_requested:

@@ -11,6 +11,8 @@ Rules
 2. Logging is silenced while a schedule runs (the agent logs a line per tick); the transcript records the
    executor's errors instead.
 3. Workers return only small summaries; transcripts are made again in the parent for the failing seeds.
+4. The synchronous mode of each schedule (``faults.SYNC_MODES``; ``mixed`` lets each seed pick) is part of its
+   identity: a replay must ask for the same mode as the run that printed the seed.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class Outcome:
     lost_writes: int
     kinds: tuple[str, ...]
     lines: list[str] | None = None
+    mode: str = "off"  # synchronous_mode of the schedule
+    strict: bool = False
+    acked_writes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -77,8 +82,10 @@ def run(schedule: Schedule, transcript: bool = False) -> Outcome:
     lines = None
     if world.lines is not None:
         lines = schedule.describe() + world.lines + [f"end at {world.now:.3f}: {world.describe()}"]
+    p = schedule.params
     return Outcome(schedule.seed, failures, expected, world.now, world.steps, world.lost_writes(),
-                   tuple(sorted({f.kind for f in schedule.faults})), lines)
+                   tuple(sorted({f.kind for f in schedule.faults})), lines, p.synchronous_mode,
+                   p.sync and p.synchronous_mode_strict, len(world.writes))
 
 
 def _run(world: World, schedule: Schedule) -> None:
@@ -134,6 +141,17 @@ def _since(since: float | None, now: float) -> float:
 
 # --- many schedules ---------------------------------------------------------------------------------------------
 @dataclass
+class ModeSummary:
+    """The schedules of one synchronous mode."""
+
+    schedules: int = 0
+    strict: int = 0
+    failed: int = 0
+    acked_writes: int = 0
+    lost_writes: int = 0
+
+
+@dataclass
 class Summary:
     schedules: int = 0
     failed: list[Outcome] = field(default_factory=list)
@@ -142,12 +160,19 @@ class Summary:
     sim_time: float = 0.0
     steps: int = 0
     lost_writes: int = 0
+    modes: dict[str, ModeSummary] = field(default_factory=dict)
 
     def add(self, outcome: Outcome) -> None:
         self.schedules += 1
         self.sim_time += outcome.sim_time
         self.steps += outcome.steps
         self.lost_writes += outcome.lost_writes
+        mode = self.modes.setdefault(outcome.mode, ModeSummary())
+        mode.schedules += 1
+        mode.strict += outcome.strict
+        mode.failed += bool(outcome.failures)
+        mode.acked_writes += outcome.acked_writes
+        mode.lost_writes += outcome.lost_writes
         if outcome.failures:
             self.failed.append(outcome)
         elif outcome.expected:
@@ -155,16 +180,17 @@ class Summary:
             self.expected.update(outcome.kinds)
 
 
-def run_seed(seed: int, watchdog: bool = True, transcript: bool = False) -> Outcome:
-    return run(faults.generate(seed, watchdog), transcript)
+def run_seed(seed: int, watchdog: bool = True, transcript: bool = False, sync_mode: str = "mixed") -> Outcome:
+    return run(faults.generate(seed, watchdog, sync_mode), transcript)
 
 
-def _worker(args: tuple[int, bool]) -> Outcome:
-    return run_seed(*args)
+def _worker(args: tuple[int, bool, str]) -> Outcome:
+    seed, watchdog, sync_mode = args
+    return run_seed(seed, watchdog, sync_mode=sync_mode)
 
 
-def run_many(count: int, base: int, workers: int = 0, watchdog: bool = True) -> Summary:
-    jobs = [(schedule_seed(base, k), watchdog) for k in range(count)]
+def run_many(count: int, base: int, workers: int = 0, watchdog: bool = True, sync_mode: str = "mixed") -> Summary:
+    jobs = [(schedule_seed(base, k), watchdog, sync_mode) for k in range(count)]
     workers = workers or os.cpu_count() or 1
     summary = Summary()
     if workers <= 1:

@@ -13,15 +13,22 @@ a ``----`` line, and the command's expected output (the transcript lines it prod
       20.000 --   FAULT kill n1
 
 Commands
-- ``setup [seed=N] [nodes=N] [ttl=N] [watchdog=on|off] [rewind=on|off] [nofailover=n3]``: first; starts agents.
+- ``setup [seed=N] [nodes=N] [ttl=N] [watchdog=on|off] [rewind=on|off] [nofailover=n3] [sync=off|on|quorum]
+  [strict=on|off] [sync_nodes=N] [sync_lag=BYTES]``: first; starts agents. ``sync`` is the dynamic config's
+  synchronous_mode, ``strict`` its synchronous_mode_strict, ``sync_nodes`` its synchronous_node_count,
+  ``sync_lag`` its maximum_lag_on_syncnode.
 - ``run <seconds>s``: let the world run.
 - ``<fault> <target> [latency=<s>] [for=<s>]``: a fault of faults.py (kill, pgcrash, freeze, cutoff, outage,
-  slow, stop, restart, stall) on a node, ``leader``, ``replica`` or ``*``; with ``for=`` it heals by itself
-  (for ``pgcrash``, ``for=`` is how long starting PostgreSQL keeps failing; default 0).
+  slow, stop, restart, stall, lag) on a node, ``leader``, ``replica`` or ``*``; with ``for=`` it heals by itself
+  (for ``pgcrash``, ``for=`` is how long starting PostgreSQL keeps failing; default 0). ``switchover leader
+  [to=<member>]`` writes the operator's request (to that member, or the healthiest replica).
 - ``heal <fault> <target>``: undo that fault (a killed or stopped node comes back); ``heal all``: everything.
 - ``converge``: run until converged for a while, or until the bound (3*ttl + 30 s) reports what is left.
 - ``check converged`` / ``check leader`` / ``status``: print the state; ``check`` lines never fail the script,
   the comparison of the whole transcript does.
+- ``check writes``: client writes acknowledged so far, those still waiting for synchronous standbys, and the
+  acknowledged ones the leader's WAL lacks; ``check sync``: the ``sync`` key and the SSN in force on the
+  primaries.
 
 Rules
 1. Every command's output is the transcript lines it produced, then its own result lines.
@@ -111,9 +118,15 @@ class Session:
     def _setup(self, args: list[str]) -> list[str]:
         opts = _options(args)
         on = {"on": True, "off": False}
+        mode = opts.get("sync", "off")
+        if mode not in ("off", "on", "quorum"):
+            raise ScriptError(f"sync={mode}: expected off, on or quorum")
         params = SimParams(nodes=int(opts.get("nodes", 3)), ttl=int(opts.get("ttl", 6)),
                            watchdog=on[opts.get("watchdog", "on")], use_pg_rewind=on[opts.get("rewind", "on")],
-                           nofailover=tuple(n for n in opts.get("nofailover", "").split(",") if n))
+                           nofailover=tuple(n for n in opts.get("nofailover", "").split(",") if n),
+                           synchronous_mode=mode, synchronous_mode_strict=on[opts.get("strict", "off")],
+                           synchronous_node_count=int(opts.get("sync_nodes", 1)),
+                           maximum_lag_on_syncnode=int(opts.get("sync_lag", -1)))
         seed = int(opts.get("seed", 1))
         self.world = World(params, seed, transcript=True)
         for node in self.world.nodes.values():
@@ -143,7 +156,7 @@ class Session:
             return [world.describe()]
         if verb == "heal":
             return self._heal(world, args)
-        if verb in faults.KINDS:
+        if verb in faults.ALL_KINDS:
             return self._fault(world, verb, args)
         raise ScriptError(f"unknown command {verb!r}")
 
@@ -153,7 +166,7 @@ class Session:
         opts = _options(args[1:])
         duration = _seconds(opts["for"]) if "for" in opts else (0.0 if kind == "pgcrash" else math.inf)
         latency = _seconds(opts.get("latency", "0s"))
-        fault = Fault(kind, args[0], world.now, duration, latency)
+        fault = Fault(kind, args[0], world.now, duration, latency, opts.get("to", ""))
         targets = ",".join(n.name for n in faults.resolve(world, args[0]))
         heal = faults.apply(world, fault)
         if kind == "pgcrash":
@@ -179,6 +192,17 @@ class Session:
         what = args[0] if args else "converged"
         if what == "leader":
             return [f"leader: {world.leader_holder() or 'none'}"]
+        if what == "writes":
+            waiting = ", ".join(f"{n.name} {len(n.pg.pending)}" for n in world.nodes.values() if n.pg.pending)
+            return [f"writes: {len(world.writes)} acknowledged, {world.pending_writes()} waiting"
+                    + (f" ({waiting})" if waiting else "") + f", {world.lost_writes()} acknowledged lost"]
+        if what == "sync":
+            entry = world.store.get(world.keys.key("sync"))
+            lines = [f"sync key: {entry.value if entry is not None else '-'}"]
+            for node in world.nodes.values():
+                if node.pg.accepting_writes:
+                    lines.append(f"{node.name} synchronous_standby_names: '{node.pg.sync_standby_names}'")
+            return lines
         if what == "converged":
             problems = convergence_problems(world)
             if not problems:

@@ -16,6 +16,10 @@ Rules
 2. The world only observes and injures: it never touches the DCS keys or the agents' decisions (except an
    operator's switchover request, written as the REST API writes it: faults.py).
 3. A non-expected invariant violation stops the run (``failed``); the transcript then ends with it.
+4. ``writes`` holds the *acknowledged* client writes only, in the order they were acknowledged: at once without
+   synchronous replication, else when the primary's synchronous standbys have them (fakepg.py rule 7).
+5. The synchronous settings of ``SimParams`` are part of the dynamic configuration every node bootstraps with
+   (so the first leader writes them into the DCS ``config`` key); the mode is fixed for a whole run.
 """
 
 from __future__ import annotations
@@ -31,8 +35,9 @@ from pgha.core.model import JobKind, PgRole
 from pgha.dcs.keys import KeyLayout
 from pgha.dcs.memory import MemoryStore
 from pgha.sim import wal
-from pgha.sim.fakepg import FakePostgres
-from pgha.sim.invariants import Checker, Violation
+from pgha.core.model import PeerStatus
+from pgha.sim.fakepg import FakePostgres, Pending
+from pgha.sim.invariants import Checker, Violation, holds
 from pgha.sim.node import SimNode, node_config
 from pgha.sim.transcript import ErrorLog, action, line, lsn
 
@@ -56,22 +61,52 @@ class SimParams:
     use_pg_rewind: bool = True
     nofailover: tuple[str, ...] = ()
     write_max: int = 96 * 1024  # bytes of one client write, at most (about 100 KiB/s on average)
+    synchronous_mode: str = "off"  # off | on | quorum (core/sync.py)
+    synchronous_mode_strict: bool = False
+    synchronous_node_count: int = 1
+    maximum_lag_on_syncnode: int = -1  # bytes; <= 0: no limit (a lagging standby stays synchronous)
 
     def names(self) -> list[str]:
         return [f"n{i + 1}" for i in range(self.nodes)]
 
+    @property
+    def sync(self) -> bool:
+        """Synchronous replication on (``on`` or ``quorum``): no acknowledged write may be lost."""
+        return self.synchronous_mode in ("on", "quorum")
+
+    def describe_sync(self) -> str:
+        """The synchronous settings for a schedule's first line ("" when off, so asynchronous runs read as
+        before)."""
+        if not self.sync:
+            return ""
+        text = (f" synchronous_mode={self.synchronous_mode} strict={'on' if self.synchronous_mode_strict else 'off'}"
+                f" synchronous_node_count={self.synchronous_node_count}")
+        return text + (f" maximum_lag_on_syncnode={self.maximum_lag_on_syncnode}"
+                       if self.maximum_lag_on_syncnode > 0 else "")
+
     def dcs_config(self) -> dict[str, Any]:
-        return {"ttl": self.ttl, "loop_wait": self.loop_wait, "retry_timeout": self.retry_timeout,
-                "maximum_lag_on_failover": self.maximum_lag_on_failover,
-                "postgresql": {"use_pg_rewind": self.use_pg_rewind}}
+        config: dict[str, Any] = {"ttl": self.ttl, "loop_wait": self.loop_wait, "retry_timeout": self.retry_timeout,
+                                  "maximum_lag_on_failover": self.maximum_lag_on_failover,
+                                  "postgresql": {"use_pg_rewind": self.use_pg_rewind}}
+        if self.synchronous_mode != "off":
+            config.update(synchronous_mode=self.synchronous_mode,
+                          synchronous_mode_strict=self.synchronous_mode_strict,
+                          synchronous_node_count=self.synchronous_node_count)
+            if self.maximum_lag_on_syncnode > 0:
+                config["maximum_lag_on_syncnode"] = self.maximum_lag_on_syncnode
+        return config
 
 
 @dataclass
 class Write:
+    """An acknowledged client write: made at ``at`` on ``node``, its WAL ending at ``lsn`` on segment ``uid``,
+    acknowledged at ``acked``."""
+
     at: float
     node: str
     uid: int
     lsn: int
+    acked: float = 0.0
 
 
 class World:
@@ -132,11 +167,33 @@ class World:
 
     def flush_replicas(self, pg: FakePostgres) -> frozenset[str]:
         sent = set()
-        for node in self.nodes.values():
-            if node.pg.upstream() is pg and node.pg.streaming():
-                node.pg.pull()
-                sent.add(node.name)
+        for replica in self.downstream(pg):
+            replica.pull(force=True)  # a clean shutdown waits until every standby confirmed it all, even a slow one
+            sent.add(replica.name)
         return frozenset(sent)
+
+    def downstream(self, pg: FakePostgres) -> list[FakePostgres]:
+        return [node.pg for node in self.nodes.values() if node.pg.upstream_host == pg.host and node.pg.streaming()]
+
+    def acknowledged(self, pg: FakePostgres, write: Pending) -> None:
+        self.writes.append(Write(write.at, pg.name, write.uid, write.lsn, self.now))
+
+    def ask_peers(self, members: tuple, me: str) -> tuple[PeerStatus, ...]:
+        """What the other members' REST APIs answer (agent/peers.py): the status each agent published at the end
+        of its last tick; nothing from a machine that is off, an agent that is down or frozen (its API is part of
+        the agent process), or one that has not ticked yet."""
+        answers = []
+        for member in members:
+            if member.name == me or not member.api_url:
+                continue
+            node = self.nodes.get(member.name)
+            status = node.published if node is not None and node.state == "running" else None
+            if status is None:
+                answers.append(PeerStatus(member.name, reachable=False))
+            else:
+                answers.append(PeerStatus(member.name, reachable=True, wal_position=status[0], timeline=status[1],
+                                          role=status[2]))
+        return tuple(answers)
 
     def on_pg(self, pg: FakePostgres, event: str, at: float, detail: str = "") -> None:
         node = self.nodes[pg.name]
@@ -268,19 +325,23 @@ class World:
                 pg.pull()
         for node in self.nodes.values():
             if node.pg.accepting_writes:
-                assert node.pg.data is not None
-                at = node.pg.write(self.rng.randint(1, self.params.write_max))
-                self.writes.append(Write(self.now, node.name, node.pg.data.history[-1].uid, at))
+                node.pg.release()  # standbys that connected since already hold some of the waiting writes
+                node.pg.write(self.rng.randint(1, self.params.write_max))  # acknowledged() when it is
         self.schedule(self.now + WRITE_INTERVAL, self._traffic)
 
     # --- summaries --------------------------------------------------------------------------------------------
     def lost_writes(self) -> int:
-        """Acknowledged writes the current leader's WAL does not hold (asynchronous replication loses some)."""
+        """Acknowledged writes the current leader's WAL does not hold (asynchronous replication loses some).
+        Without a leader (or its data) nothing is counted here: the convergence check reports that run."""
         holder = self.leader_holder()
         data = self.nodes[holder].pg.data if holder else None
         if data is None:
-            return len(self.writes)
-        return sum(1 for w in self.writes if w.lsn > data.lsn or wal.uid_at(data.history, w.lsn - 1) != w.uid)
+            return 0
+        return sum(1 for w in self.writes if not holds(data.history, data.lsn, w))
+
+    def pending_writes(self) -> int:
+        """Client writes still waiting for their synchronous standbys, on every primary."""
+        return sum(len(node.pg.pending) for node in self.nodes.values())
 
     def describe(self) -> str:
         parts = []
