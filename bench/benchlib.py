@@ -7,6 +7,8 @@ Standard library only, so the same code measures both systems.
 
 from __future__ import annotations
 
+import tempfile
+
 import base64
 import json
 import os
@@ -341,3 +343,35 @@ def tail(path: str, lines: int = 15) -> str:
             return "".join(f.readlines()[-lines:])
     except OSError:
         return "(no log)"
+
+def write_section(path: str, heading: str, section: str) -> None:
+    """Replace (or add) the section under ``heading`` in ``path`` (a new file gets a title), keep every other
+    section; written atomically. Every benchmark writes docs/BENCHMARKS.md through this."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except FileNotFoundError:
+        text = "# Benchmarks\n\nHow pgha compares with Patroni on the same machine; each section says how it was " \
+               "produced. The benchmarks are in bench/ (see bench/README.md).\n"
+    lines = text.splitlines()
+    try:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        new = lines[:start] + section.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])
+    except ValueError:
+        new = lines + ([""] if lines and lines[-1] != "" else []) + section.rstrip("\n").splitlines()
+    out = "\n".join(new).rstrip("\n") + "\n"
+    d = os.path.dirname(os.path.abspath(path))
+    os.makedirs(d, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".benchmarks-", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(out)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -35,7 +35,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from typing import Any
@@ -350,36 +349,7 @@ def helpers_text(agents: list[dict[str, Any]]) -> str:
 
 
 def write_section(path: str, section: str) -> None:
-    """Replace (or add) our section in ``path``, keep every other section; written atomically."""
-    try:
-        with open(path) as f:
-            text = f.read()
-    except FileNotFoundError:
-        text = "# Benchmarks\n\nHow pgha compares with Patroni on the same machine; each section says how it was " \
-               "produced. The benchmarks are in bench/ (see bench/README.md).\n"
-    lines = text.splitlines()
-    try:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = lines[:start] + section.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])
-    except ValueError:
-        new = lines + ([""] if lines and lines[-1] != "" else []) + section.rstrip("\n").splitlines()
-    out = "\n".join(new).rstrip("\n") + "\n"
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".benchmarks-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(out)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    benchlib.write_section(path, SECTION, section)
 
 # --- main -----------------------------------------------------------------------------------------------------
 def pick_base_port(first: int, seq: int, nodes: int) -> int:

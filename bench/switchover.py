@@ -251,30 +251,7 @@ def _steps_table(steps: dict[str, dict[str, float | None]]) -> list[str]:
 
 
 def write_section(path: str, section: str) -> None:
-    """Replace (or add) our section in ``path``, keep every other section; written atomically."""
-    import tempfile
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:  # a new file: just our section
-        lines = []
-    try:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = lines[:start] + section.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])
-    except ValueError:
-        new = lines + ([""] if lines and lines[-1] != "" else []) + section.rstrip("\n").splitlines()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".benchmarks-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(new).rstrip("\n") + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    benchlib.write_section(path, SECTION, section)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

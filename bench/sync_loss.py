@@ -30,6 +30,9 @@ from typing import Any
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(REPO, "src"))
+sys.path.insert(0, HERE)
+
+import benchlib  # noqa: E402
 
 from pgha.local.cluster import LocalCluster  # noqa: E402
 from pgha.local.layout import Layout  # noqa: E402
@@ -113,18 +116,7 @@ def render(rows: list[dict[str, Any]], args) -> str:
 
 
 def write_section(path: str, text: str) -> None:
-    old = open(path).read() if os.path.exists(path) else ""
-    start = old.find(SECTION)
-    if start >= 0:
-        end = old.find("\n## ", start + len(SECTION))
-        new = old[:start] + text + (old[end + 1:] if end >= 0 else "")
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        f.write(new)
-    os.replace(tmp, path)
-
+    benchlib.write_section(path, SECTION, text)
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])

@@ -35,7 +35,6 @@ import shutil
 import signal
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import asdict
 
@@ -236,30 +235,7 @@ def render(results: list[vl.RunResult], facts: dict[str, str], args, command: st
 
 
 def write_section(path: str, section: str) -> None:
-    """Replace (or add) our section in ``path``, keep every other section; written atomically. A missing file is
-    made with just the section."""
-    try:
-        with open(path) as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        lines = []
-    try:
-        start = lines.index(SECTION)
-        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-        new = lines[:start] + section.rstrip("\n").splitlines() + ([""] + lines[end:] if end < len(lines) else [])
-    except ValueError:
-        new = lines + ([""] if lines and lines[-1] != "" else []) + section.rstrip("\n").splitlines()
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), prefix=".benchmarks-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write("\n".join(new).rstrip("\n") + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
+    benchlib.write_section(path, SECTION, section)
 
 # --- main -------------------------------------------------------------------------------------------------------
 def parse_windows(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, float]:
