@@ -70,6 +70,8 @@ class Intents:
 
     def pending(self) -> tuple[Request, ...]:
         with self._lock:
+            if not self._slots:
+                return ()  # the common case, every tick
             return tuple(s.request for s in sorted(self._slots.values(), key=lambda s: s.request.id)
                          if s.answer is None)
 

@@ -30,7 +30,7 @@ from pgha.agent.jobs import JobRunner
 from pgha.agent.member import member_data
 from pgha.core.decide import decide
 from pgha.core.dynamic import DynamicConfig
-from pgha.core.model import ClusterView, LeaseState, Observation, PgRole, RequestKind
+from pgha.core.model import ClusterView, LeaseState, LocalState, Observation, PgRole, RequestKind
 from pgha.core.settings import Memory, Settings
 from pgha.ports import Dcs, DcsError, PostgresPort
 
@@ -54,6 +54,7 @@ class Agent:
         self.lease = LeaseState()
         self.shutdown = threading.Event()
         self.dynamic, _ = DynamicConfig.from_dict(cfg.bootstrap.dcs)
+        self._dynamic_source: Any = None  # the DCS config ``dynamic`` was last read from
         self.watchdog = watchdog  # watchdog.Watchdog: the machine's watchdog device, while leading
         self.settings = self._settings()
         self.last_decision = None
@@ -101,8 +102,9 @@ class Agent:
                         fence_margin=min(2.0, ttl * 0.25))
 
     def _apply_dynamic(self, cluster: ClusterView | None) -> None:
-        if cluster is None or cluster.config is None:
-            return
+        if cluster is None or cluster.config is None or cluster.config == self._dynamic_source:
+            return  # the same configuration as last time: nothing to re-read (this runs every tick)
+        self._dynamic_source = cluster.config
         dynamic, errors = DynamicConfig.from_dict(cluster.config)
         if dynamic == self.dynamic:
             return
@@ -163,7 +165,7 @@ class Agent:
             cluster = self.dcs.snapshot(timeout=self._call_timeout())
         except DcsError as e:
             error = str(e)
-        local = replace(self.node.local_state(), job=self.jobs.current())
+        local = self._local_state()
         self.last_local_role = local.role
         self._failsafe(cluster, local)
         self._scheduled_restart(cluster)
@@ -171,6 +173,10 @@ class Agent:
                            shutdown_requested=self.shutdown.is_set(), peers=self._ask_peers(cluster, local),
                            wall_now=time.time(), requests=self.intents.pending(),
                            failsafe_heard=self.intents.failsafe_heard)
+
+    def _local_state(self) -> LocalState:
+        local, job = self.node.local_state(), self.jobs.current()
+        return local if local.job == job else replace(local, job=job)
 
     def _scheduled_restart(self, cluster: ClusterView | None) -> None:
         """A scheduled restart whose time has come runs if its conditions (role, version, pending restart) still
@@ -229,7 +235,7 @@ class Agent:
                 self.failsafe_members = dict(action.members) if action.members is not None else None
         publish = obs.cluster is not None and not obs.shutdown_requested
         if publish or self.board is not None:
-            after = replace(self.node.local_state(), job=self.jobs.current())  # one look after acting
+            after = self._local_state()  # one look after acting
             self._report(obs, after)  # first: the member data published next carries this tick's status flags
             if publish:
                 self._publish(obs, after)

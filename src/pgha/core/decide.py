@@ -59,6 +59,8 @@ def _observe(obs: Observation, memory: Memory) -> Memory:
 
 
 def _remember(decision: Decision) -> Decision:
+    if decision.memory.last_reason is decision.reason:
+        return decision  # the same reason as last tick (the steady state): nothing new to remember
     return replace(decision, memory=replace(decision.memory, last_reason=decision.reason))
 
 

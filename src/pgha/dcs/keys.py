@@ -18,8 +18,10 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import urlparse, urlunparse
+
+import orjson
 
 from pgha.core.model import ClusterView, Failover, Member, SyncState
 
@@ -80,9 +82,22 @@ class KeyLayout:
 
 def _json(value: str) -> tuple[bool, Any]:
     try:
+        return True, orjson.loads(value)
+    except (TypeError, ValueError):  # orjson's JSONDecodeError is a ValueError
+        pass
+    try:  # what orjson refuses and json reads: integers beyond 64 bits, NaN and Infinity
         return True, json.loads(value)
     except (TypeError, ValueError):
         return False, None
+
+
+def compact_json(value: Any) -> str:
+    """``value`` as compact JSON text (Patroni's separators). orjson first: the simulator writes member data on
+    every tick; json for what orjson refuses (non-string keys, mapping proxies, integers beyond 64 bits)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"))
 
 
 def _int(value: Any) -> int | None:
@@ -229,58 +244,78 @@ def sync_value(leader: str, voters: tuple[str, ...], quorum: int) -> dict[str, A
     return {"leader": leader, "quorum": quorum, "sync_standby": ",".join(voters) if voters else None}
 
 
-def _status_timeline(status: str | None) -> int | None:
+def _status_timeline(status: str | None) -> tuple[int | None, list[str]]:
     """pgha's timeline claim in the ``status`` key (Patroni reads only optime/slots there and ignores it)."""
     if status is None:
-        return None
+        return None, []
     ok, data = _json(status)
-    return _int(data.get("pgha_timeline")) if ok and isinstance(data, dict) else None
+    return (_int(data.get("pgha_timeline")) if ok and isinstance(data, dict) else None), []
+
+
+_MEMO_LIMIT = 4096  # parses a memo keeps before it starts over (bounds a long-running reader's memory)
 
 
 def parse_cluster(kvs: Mapping[str, str], prefix: str = "",
-                  versions: Mapping[str, int] | None = None) -> tuple[ClusterView, list[str]]:
+                  versions: Mapping[str, int] | None = None,
+                  memo: dict[tuple[Any, ...], Any] | None = None) -> tuple[ClusterView, list[str]]:
     """Raw key -> value map of one cluster prefix -> (ClusterView, warnings).
 
     Keys are relative to the prefix ("leader", "members/pg1"); when ``prefix`` is given, keys starting with it
     are made relative first (so the full paths a backend read may be passed as they are). ``versions`` are the
     backend's versions of the keys (same naming), kept for the permanent keys compare-and-swap writes use.
+    ``memo`` (optional, owned by the caller) keeps each key's parse by its value: the parse of one value is a
+    pure function of it, and a reader that snapshots often (the simulator) sees mostly unchanged values. The
+    parsed objects are shared between views, which nobody mutates.
     """
-    def relative(k: str) -> str:
-        return k[len(prefix):] if prefix and k.startswith(prefix) else k
+    def parsed(fn: Callable[..., tuple[Any, list[str]]], *args: Any) -> tuple[Any, Sequence[str]]:
+        if memo is None:
+            return fn(*args)
+        hit = memo.get((fn, args))
+        if hit is None:
+            if len(memo) >= _MEMO_LIMIT:
+                memo.clear()
+            result, w = fn(*args)
+            hit = memo[(fn, args)] = (result, tuple(w))
+        return hit
 
-    rel = {relative(k): v for k, v in kvs.items()}
-    kept = {relative(k): v for k, v in (versions or {}).items() if relative(k) in PERMANENT}
+    cut = len(prefix)
+    rel = {k[cut:] if cut and k.startswith(prefix) else k: v for k, v in kvs.items()}
+    kept = {}
+    for k, v in (versions or {}).items():
+        k = k[cut:] if cut and k.startswith(prefix) else k
+        if k in PERMANENT:
+            kept[k] = v
     warnings: list[str] = []
     members = []
     for key in sorted(k for k in rel if k.startswith(MEMBERS)):
         name = key[len(MEMBERS):]
         if not name:
             continue
-        member, w = parse_member(name, rel[key], prefix + key)
+        member, w = parsed(parse_member, name, rel[key], prefix + key)
         warnings += w
         if member is not None:
             members.append(member)
     config = None
     if "config" in rel:
-        config, w = parse_config(rel["config"], prefix + "config")
+        config, w = parsed(parse_config, rel["config"], prefix + "config")
         warnings += w
     history: tuple[tuple[Any, ...], ...] = ()
     if "history" in rel:
-        history, w = parse_history(rel["history"], prefix + "history")
+        history, w = parsed(parse_history, rel["history"], prefix + "history")
         warnings += w
-    optime, w = parse_optime(rel.get("status"), rel.get("optime/leader"), prefix + "status")
+    optime, w = parsed(parse_optime, rel.get("status"), rel.get("optime/leader"), prefix + "status")
     warnings += w
-    status_timeline = _status_timeline(rel.get("status"))
+    status_timeline, _ = parsed(_status_timeline, rel.get("status"))
     failover, failsafe = None, None
     if "failover" in rel:
-        failover, w = parse_failover(rel["failover"], prefix + "failover")
+        failover, w = parsed(parse_failover, rel["failover"], prefix + "failover")
         warnings += w
     if "failsafe" in rel:
-        failsafe, w = parse_failsafe(rel["failsafe"], prefix + "failsafe")
+        failsafe, w = parsed(parse_failsafe, rel["failsafe"], prefix + "failsafe")
         warnings += w
     sync = None
     if "sync" in rel:
-        sync, w = parse_sync(rel["sync"], prefix + "sync")
+        sync, w = parsed(parse_sync, rel["sync"], prefix + "sync")
         warnings += w
     view = ClusterView(leader=rel.get("leader"), members=tuple(members), initialize=rel.get("initialize"),
                        config=config, history=history, status_optime=optime, status_timeline=status_timeline,

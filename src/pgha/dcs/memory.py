@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from pgha.core.model import ClusterView
-from pgha.dcs.keys import PERMANENT, KeyLayout, parse_cluster
+from pgha.dcs.keys import PERMANENT, KeyLayout, compact_json, parse_cluster
 from pgha.ports import DcsError
 
 _agent_ids = itertools.count(1)
@@ -55,6 +55,11 @@ class MemoryStore:
         self._lease_ids = itertools.count(1)
         self._unreachable: set[str] = set()
         self._outage = False
+        self._expired_at: float | None = None  # the last instant _expire looked at
+        # Snapshots are read far more often than keys change: each key's parse is kept by its value, and a whole
+        # view by the store revision it was read at (parse_cluster's memo; views are never mutated).
+        self.parse_memo: dict[tuple[Any, ...], Any] = {}
+        self.views: dict[str, tuple[int, ClusterView, list[str]]] = {}
 
     # --- fault hooks ----------------------------------------------------------------------------------
     def set_reachable(self, agent_id: str, reachable: bool) -> None:
@@ -86,6 +91,9 @@ class MemoryStore:
 
     def _expire(self) -> None:
         now = self._clock()
+        if now == self._expired_at:
+            return  # done at this instant already: expiries only move later, and a new lease ends after now
+        self._expired_at = now
         for lease_id in [i for i, lease in self._leases.items() if lease.expires_at <= now]:
             self.revoke(lease_id)
 
@@ -113,6 +121,10 @@ class MemoryStore:
 
     def get(self, key: str) -> _Entry | None:
         return self._kv.get(key)
+
+    @property
+    def revision(self) -> int:
+        return self._rev
 
     def range(self, prefix: str) -> dict[str, _Entry]:
         return {k: e for k, e in sorted(self._kv.items()) if k.startswith(prefix)}
@@ -166,10 +178,16 @@ class MemoryDcs:
 
     def snapshot(self, timeout: float | None = None) -> ClusterView:
         self._enter()
-        entries = self.store.range(self.keys.prefix)
+        prefix, store = self.keys.prefix, self.store
+        cached = store.views.get(prefix)
+        if cached is not None and cached[0] == store.revision:
+            self.last_warnings = list(cached[2])
+            return cached[1]
+        entries = store.range(prefix)
         raw = {k: e.value for k, e in entries.items()}
         versions = {k: e.mod_rev for k, e in entries.items()}
-        view, self.last_warnings = parse_cluster(raw, self.keys.prefix, versions)
+        view, self.last_warnings = parse_cluster(raw, prefix, versions, store.parse_memo)
+        store.views[prefix] = (store.revision, view, list(self.last_warnings))
         return view
 
     def renew_lease(self, timeout: float | None = None) -> float:
@@ -205,7 +223,7 @@ class MemoryDcs:
 
     def touch_member(self, name: str, data: Mapping[str, Any], timeout: float | None = None) -> None:
         self._enter()
-        value = json.dumps(dict(data), separators=(",", ":"))
+        value = compact_json(dict(data))
         lease = self._ensure_lease()
         entry = self.store.get(self.keys.member(name))
         if entry is None or entry.value != value or entry.lease != lease:

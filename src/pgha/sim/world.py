@@ -325,8 +325,9 @@ class World:
                 pg.pull()
         for node in self.nodes.values():
             if node.pg.accepting_writes:
-                node.pg.release()  # standbys that connected since already hold some of the waiting writes
-                node.pg.write(self.rng.randint(1, self.params.write_max))  # acknowledged() when it is
+                # acknowledged() when it is; write() also releases older waiting writes that standbys which
+                # connected since already hold
+                node.pg.write(self.rng.randint(1, self.params.write_max))
         self.schedule(self.now + WRITE_INTERVAL, self._traffic)
 
     # --- summaries --------------------------------------------------------------------------------------------
