@@ -230,3 +230,24 @@ def test_switchover_only_to_a_voter(mode):
     cluster = replace(view(SyncState(ME, ("n2",), 0), members), failover=Failover(leader=ME, member="n3"))
     d = tick(cluster, primary(ssn="n2"), settings(mode))
     assert d.reason is Reason.SWITCHOVER_NO_CANDIDATE
+
+
+def test_a_switchover_candidate_behind_another_voter_drops_the_request_once_its_leader_is_gone():
+    """The others wait for a named candidate; one that may not promote (another voter has more WAL) deletes the
+    request so the synchronous election can pick that voter, instead of everybody waiting for ever."""
+    from pgha.core.model import Failover
+    key = SyncState("n0", ("n1", "n2"), 1)
+    members = (member(ME, 500), member("n2", 600))
+    cluster = replace(leaderless(key, members), failover=Failover(leader="n0", member=ME),
+                      versions={"sync": 3, "failover": 11})
+    peers = (PeerStatus("n2", True, 600, 1, "replica"),)
+    d = tick(cluster, replica_local(500), settings("quorum"), peers=peers)
+    assert (d.actions, d.reason) == ((A.ClearFailover(11),), Reason.SWITCHOVER_STALE)
+    assert "n2 is ahead" in d.detail
+    other = tick(cluster, replica_local(600), replace(settings("quorum"), name="n2"), peers=peers)
+    assert other.reason is Reason.FAILOVER_OTHER  # until the request is gone
+    after = tick(replace(cluster, failover=None), replica_local(600), replace(settings("quorum"), name="n2"),
+                 peers=(PeerStatus(ME, True, 500, 1, "replica"),))
+    assert isinstance(after.actions[0], A.AcquireLeader), after.reason
+    level = tick(cluster, replica_local(600), settings("quorum"), peers=peers)  # not behind: it takes over
+    assert isinstance(level.actions[0], A.AcquireLeader), level.reason

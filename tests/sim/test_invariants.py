@@ -331,3 +331,12 @@ def test_a_switchover_to_a_lagging_voter_cannot_bypass_the_voter_comparison():
     out = _script("setup seed=1 ttl=6 sync=quorum", "run 20s", "lag n2 for=20s", "run 2s", "freeze n1 for=20s",
                   "switchover leader to=n2", "run 20s")
     assert "VIOLATION acked-writes" not in out, out
+
+
+def test_a_switchover_to_a_voter_behind_another_does_not_deadlock():
+    # quorum ANY 1 (n2, n3); n2 lags for a while (n3 alone acknowledges); a switchover to n2 is asked and the
+    # leader's machine dies at once, for good
+    out = _script("setup seed=1 ttl=6 sync=quorum", "run 20s", "lag n2 for=10s", "run 2s",
+                  "switchover leader to=n2", "kill n1", "run 60s", "check leader")
+    assert "leader: none" not in out, out
+    assert "switchover_stale ClearFailover" in out, out

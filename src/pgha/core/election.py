@@ -28,6 +28,9 @@ from pgha.core.reasons import Reason
 from pgha.core.settings import Settings
 
 
+AHEAD = " is ahead"  # the end of judge's detail when another member has more WAL
+
+
 def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
     """None when this node may race; else (reason, detail) saying why not."""
     cluster = obs.cluster
@@ -62,7 +65,7 @@ def judge(obs: Observation, settings: Settings) -> tuple[Reason, str] | None:
         if member.role == "primary" and member.name in {p.name for p in obs.peers if p.reachable}:
             return Reason.RACE_BEHIND, f"{member.name} still runs as primary"
         if _ahead_of(member, mine, obs.local.timeline):
-            return Reason.RACE_BEHIND, f"{member.name} is ahead"
+            return Reason.RACE_BEHIND, f"{member.name}{AHEAD}"
     for member in others:
         if member.xlog_location == mine and _priority(member) > settings.failover_priority:
             return Reason.RACE_LOWER_PRIORITY, member.name

@@ -110,6 +110,8 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
         won = replace(memory, promoted_because=Reason.FAILOVER_TO_ME)
         return Decision((AcquireLeader(),) + election.promotion(obs, settings) + switchover.clear_after_race(obs), won,
                         Reason.FAILOVER_TO_ME)
+    if gate is not None and gate[0] == "abandon":
+        return Decision(switchover.clear_after_race(obs), memory, Reason.SWITCHOVER_STALE, detail=gate[1])
     verdict = (Reason.FAILOVER_OTHER, gate[1]) if gate is not None and gate[0] == "wait" else None
     verdict = verdict or election.judge(obs, settings)
     if verdict is not None:

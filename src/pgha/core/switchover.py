@@ -95,15 +95,22 @@ def healthy_candidates(obs: Observation, settings: Settings, check_lag: bool,
 
 def race_gate(obs: Observation, settings: Settings) -> tuple[str, str] | None:
     """Rule 4, for a node without a leader: ("race", "") to take the lock as the named candidate, ("wait",
-    detail) to leave it to another, None when the request changes nothing (the normal election decides)."""
+    detail) to leave it to another, ("abandon", detail) to delete a request the named candidate (us) cannot carry
+    out while the others wait for it, None when the request changes nothing (the normal election decides)."""
     cluster = obs.cluster
     assert cluster is not None
     request = cluster.failover
     if request is None or _due(request, obs.wall_now, settings.loop_wait) != "now":
         return None  # a scheduled switchover whose leader died: the normal election replaces it
     if request.member == settings.name and not settings.nofailover:
-        if request.leader is not None and sync.enabled(settings) and election.judge(obs, settings) is not None:
-            return None  # sync mode: a switchover whose leader died before handing over gives no licence
+        if request.leader is not None and sync.enabled(settings):
+            verdict = election.judge(obs, settings)
+            if verdict is not None and verdict[1].endswith(election.AHEAD):
+                # The others wait for us, and we may not promote: another voter has more. The request goes, and
+                # the synchronous election (which picks that voter) decides.
+                return "abandon", f"its leader {request.leader} is gone and {verdict[1]} of me (the candidate)"
+            if verdict is not None:
+                return None  # sync mode: a switchover whose leader died before handing over gives no licence
         if request.leader is None or _within_lag(obs.local.wal_position, obs, settings):
             return "race", ""
         return None  # a switchover whose leader died before handing over: the normal election decides
