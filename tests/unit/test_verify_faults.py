@@ -152,6 +152,6 @@ def test_connection_defaults_do_not_override_the_dsn():
     from psycopg.conninfo import conninfo_to_dict
     d = conninfo_to_dict(with_defaults("host=127.0.0.1 port=5440 connect_timeout=9"))
     assert d["connect_timeout"] == "9" and d["application_name"] == "pgha-verify"
-    assert d["options"] == "-c statement_timeout=3000"
+    assert "options" not in d  # PgBouncer refuses it: each transfer sets its statement_timeout itself
     d = conninfo_to_dict(with_defaults("postgresql://u@127.0.0.1:5440/db?application_name=mine"))
     assert d["application_name"] == "mine" and d["user"] == "u"

@@ -6,8 +6,9 @@ Rules
    lower id first, so transfers never deadlock each other), insert its ledger row, COMMIT. The ledger row's
    RETURNING tells the client which node and timeline acknowledged it, so lost writes still name their writer.
 2. Clients reconnect after any error, pausing between failed connects; a deadlock or serialization error keeps
-   the connection. Connections are opened with ``connect_timeout`` and ``statement_timeout`` unless the DSN sets
-   them, and ``application_name=pgha-verify`` (the terminate-backends fault finds them by it).
+   the connection. Connections are opened with ``connect_timeout`` unless the DSN sets it and
+   ``application_name=pgha-verify`` (the terminate-backends fault finds them by it); each transaction sets its
+   own ``statement_timeout``. No server-side prepared statements, so PgBouncer's transaction pooling works.
 3. Every loop is bounded in count and time; a client stops at its deadline or when told, whichever comes first.
    Clients are daemon threads: one stuck in a call past the end is abandoned, its events so far are kept.
 4. Tables are ``pgha_verify_accounts`` and ``pgha_verify_ledger``, keyed by a run id, so runs never mix.
@@ -47,12 +48,23 @@ LEDGER = ("INSERT INTO pgha_verify_ledger (run, tx, client, src, dst, amount, no
           " RETURNING node, system_id, timeline, extract(epoch FROM at)::float8")
 
 
-def with_defaults(dsn: str, connect_timeout: int = 2, statement_timeout_ms: int = 3000) -> str:
+STATEMENT_TIMEOUT_MS = 3000
+# Set inside every transfer, not as a startup option: PgBouncer refuses ``options`` ("unsupported startup
+# parameter") and, pooling by transaction, would not keep a session-level SET on the next server connection.
+LOCAL_TIMEOUT = f"SET LOCAL statement_timeout = {STATEMENT_TIMEOUT_MS}"
+
+
+def with_defaults(dsn: str, connect_timeout: int = 2) -> str:
     """Rule 2: the DSN plus the verifier's connection settings where it does not set them itself."""
     given = conninfo_to_dict(dsn)
-    extra = {"connect_timeout": connect_timeout, "application_name": APP_NAME,
-             "options": f"-c statement_timeout={statement_timeout_ms}"}
+    extra = {"connect_timeout": connect_timeout, "application_name": APP_NAME}
     return make_conninfo(dsn, **{k: v for k, v in extra.items() if k not in given})
+
+
+def open_conn(dsn: str, autocommit: bool) -> psycopg.Connection:
+    """No server-side prepared statements (``prepare_threshold=None``): behind PgBouncer's transaction pooling
+    the next transaction may run on a server connection that never saw the PREPARE."""
+    return psycopg.connect(with_defaults(dsn), autocommit=autocommit, prepare_threshold=None)
 
 
 def connect(dsn: str, timeout: float, autocommit: bool = True) -> psycopg.Connection:
@@ -61,7 +73,7 @@ def connect(dsn: str, timeout: float, autocommit: bool = True) -> psycopg.Connec
     last: Exception | None = None
     for _ in range(int(timeout / 0.2) + 2):
         try:
-            conn = psycopg.connect(with_defaults(dsn), autocommit=autocommit)
+            conn = open_conn(dsn, autocommit)
             if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
                 conn.close()
                 raise psycopg.OperationalError("the server is in recovery (read-only)")
@@ -169,7 +181,7 @@ class Client(threading.Thread):
 
     def _connect(self) -> psycopg.Connection | None:
         try:
-            return psycopg.connect(with_defaults(self.dsn), autocommit=False)
+            return open_conn(self.dsn, autocommit=False)
         except psycopg.Error as e:
             self.connect_errors.append((time.time(), first_line(e)))
             return None
@@ -182,6 +194,7 @@ class Client(threading.Thread):
                 "dst": dst, "amount": self.rng.randint(1, 100)}
         start = time.time()
         try:
+            conn.execute(LOCAL_TIMEOUT)
             for account in sorted((src, dst)):
                 delta = -args["amount"] if account == src else args["amount"]
                 conn.execute(MOVE, {"run": self.run_id, "id": account, "delta": delta})
