@@ -46,9 +46,11 @@ def say(line: str) -> None:
     print(time.strftime("%H:%M:%S"), line, flush=True)
 
 
-def verify(layout: Layout, faults: list[str], seconds: float, out: str, rate: float, timeout: float) -> dict:
+def verify(layout: Layout, faults: list[str], seconds: float, out: str, rate: float, timeout: float,
+           dsn: str | None = None) -> dict:
+    """One `pgha verify` run (its JSON report); through ``dsn`` when given, else the cluster's router."""
     argv = [sys.executable, "-m", "pgha", "-c", layout.ctl_config, "verify", "--duration", f"{seconds:.0f}",
-            "--json", out, "--clients", "4", "--rate", str(rate), "--seed", "1"]
+            "--json", out, "--clients", "4", "--rate", str(rate), "--seed", "1"] + (["--dsn", dsn] if dsn else [])
     for fault in faults:
         argv += ["--fault", fault]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -11,9 +11,12 @@ Waits poll under deadlines.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -236,26 +239,26 @@ def test_a_switchover_moves_pgbouncer_and_keeps_the_rest_of_the_file(cluster):
           f"slowest statement {writer.slowest * 1000:.0f} ms")
 
 
-def test_ten_switchovers_under_a_writer(cluster):
-    """The measurement asked for in issue #8: client errors through PgBouncer over 10 planned switchovers."""
-    per_switch = []
-    with Writer(cluster, "ten", limit=600) as writer:
-        for _ in range(10):
-            all_streaming(cluster)
-            leader, replicas = leader_and_replicas(cluster)
-            target = replicas[0]
-            errors_before, started = len(writer.errors), time.monotonic()
-            switchover(cluster, leader, target)
-            wait_for(lambda: reaches(cluster, target), 30, f"PgBouncer -> the new leader node{target}")
-            writer.progress_after(len(writer.acked))
-            per_switch.append((f"node{leader}->node{target}", len(writer.errors) - errors_before,
-                               round(time.monotonic() - started, 1)))
-    final, _ = leader_and_replicas(cluster)
-    assert set(writer.acked) <= rows_on(cluster, final, "ten"), "an acknowledged write is missing"
-    print(f"\nten switchovers: {len(writer.acked)} writes acknowledged, {len(writer.errors)} client errors, "
-          f"slowest statement {writer.slowest * 1000:.0f} ms; per switchover (errors, seconds): {per_switch}")
-    for when, err in writer.errors:
-        print(f"  error: {err}")
+def test_ten_switchovers_through_pgbouncer_fail_no_transaction(cluster, tmp_path):
+    """Issue #8's measurement with the verifier: its bank clients through PgBouncer (transaction pooling) over 10
+    planned switchovers. PgBouncer is PAUSEd before the old leader stops taking writes and RESUMEd on the new
+    one, so clients wait instead of failing: no failed transaction, nothing acknowledged lost."""
+    all_streaming(cluster)
+    follower_settled(cluster)
+    out = tmp_path / "verify.json"
+    argv = [sys.executable, "-m", "pgha", "-c", cluster.layout.ctl_config, "verify", "--duration", "80",
+            "--clients", "3", "--seed", "8", "--dsn", url(cluster), "--json", str(out)]
+    argv += ["--fault", "switchover"] * 10
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=400)
+    data = json.loads(out.read_text())
+    faults = data["faults"]
+    assert [f["fault"] for f in faults] == ["switchover"] * 10, proc.stdout + proc.stderr
+    assert all(f["injected_at"] is not None for f in faults), proc.stdout  # every switchover happened
+    assert [f["failed_tx"] for f in faults] == [0] * 10, proc.stdout
+    assert data["lost_acked"] == 0 and data["invariant_ok"], proc.stdout
+    assert data["acked"] > 1000 and proc.returncode == 0, proc.stdout + proc.stderr
+    print(f"\nten switchovers through PgBouncer: {data['acked']} acknowledged, 0 failed; unavailability "
+          f"{[f['unavailability_s'] for f in faults]} s; longest stall {data['latency_ms'].get('max')} ms")
 
 
 def test_a_failover_moves_pgbouncer_to_the_new_leader(cluster):
