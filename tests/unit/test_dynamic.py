@@ -206,3 +206,17 @@ def test_parse_bool(value, expected):
 @pytest.mark.parametrize("value, expected", [(5, 5), ("7", 7), (3.0, 3), (3.5, None), (True, None), ("x", None)])
 def test_parse_int(value, expected):
     assert parse_int(value) == expected
+
+
+def test_a_synchronous_mode_without_commits_waiting_for_a_standby_is_named():
+    from pgha.core.dynamic import unsafe_commit_warning
+    on, _ = DynamicConfig.from_dict({"synchronous_mode": "on", "postgresql": {"parameters": {
+        "synchronous_commit": "local"}}})
+    assert "synchronous_commit is 'local'" in unsafe_commit_warning(on, {})
+    assert unsafe_commit_warning(on, {"synchronous_commit": "remote_write"}) == ""  # the YAML's own wins
+    quorum, _ = DynamicConfig.from_dict({"synchronous_mode": "quorum"})
+    assert "'off'" in unsafe_commit_warning(quorum, {"synchronous_commit": "off"})
+    assert unsafe_commit_warning(quorum, {}) == ""  # the default, on
+    off, _ = DynamicConfig.from_dict({"synchronous_mode": "off", "postgresql": {"parameters": {
+        "synchronous_commit": "local"}}})
+    assert unsafe_commit_warning(off, {}) == ""  # asynchronous: nothing was promised

@@ -29,7 +29,7 @@ from pgha.agent.intents import Intents
 from pgha.agent.jobs import JobRunner
 from pgha.agent.member import member_data
 from pgha.core.decide import decide
-from pgha.core.dynamic import DynamicConfig
+from pgha.core.dynamic import DynamicConfig, unsafe_commit_warning
 from pgha.core.model import ClusterView, LeaseState, LocalState, Observation, PgRole, RequestKind
 from pgha.core.settings import Memory, Settings
 from pgha.ports import Dcs, DcsError, PostgresPort
@@ -118,6 +118,9 @@ class Agent:
         self.node.use_slots = dynamic.use_slots
         if reload:  # PostgreSQL parameters changed in the DCS config: apply them like a reload request
             self.intents.enqueue(RequestKind.RELOAD)
+        warning = unsafe_commit_warning(self.dynamic, self.cfg.postgresql.parameters)
+        if warning:
+            log.warning("%s", warning)
 
     def reload(self) -> None:
         """Re-read the YAML file (when there is one) and apply PostgreSQL's configuration (POST /reload)."""
@@ -398,3 +401,4 @@ class Agent:
         self.dcs.close(revoke=True)
         log.info("agent stopped")
         return 0
+

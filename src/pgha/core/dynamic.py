@@ -333,3 +333,21 @@ def _read_hba(hba: Any, errors: list) -> tuple[str, ...] | None:
 
 __all__ = ["DynamicConfig", "freeze", "thaw", "parse_bool", "parse_int", "parse_number", "show", "ignored_keys",
            "SUPPORTED_KEYS", "UNSUPPORTED_KEYS"]
+
+
+def unsafe_commit_warning(dynamic: DynamicConfig, local_parameters: Mapping[str, Any] | None) -> str:
+    """A synchronous mode with a synchronous_commit that makes no commit wait for a standby ('local', 'off') keeps
+    none of its promise: what a client saw committed may be lost in a failover. Said once per configuration
+    change (users of the peers found out from lost data)."""
+    if dynamic.synchronous_mode not in ("on", "quorum"):
+        return ""
+    value = None
+    for source in (dynamic.parameters, local_parameters or {}):  # the YAML's parameters win, as in merge_parameters
+        for key, v in source.items():
+            if str(key).lower() == "synchronous_commit" and v is not None:
+                value = str(v).strip().lower()
+    if value in ("local", "off", "false", "no", "0"):
+        return (f"synchronous_mode is {dynamic.synchronous_mode} but synchronous_commit is {value!r}: commits do not "
+                "wait for a synchronous standby, so acknowledged commits can be lost in a failover; set "
+                "synchronous_commit to on, remote_write or remote_apply")
+    return ""
