@@ -37,12 +37,43 @@ def do_failover(ctl: Ctl, action: str, cluster_name: str | None, candidate: str 
     click.echo(render(view, scope, "pretty"))
     current = view.leader
     if action == "switchover":
-        if not current:
-            raise CliError("This cluster has no leader")
-        if leader is None:
-            leader = current if force else click.prompt("Primary", type=str, default=current)
-        if leader != current:
-            raise CliError(f"Member {leader} is not the leader of cluster {scope}")
+        leader = _ask_leader(view, scope, leader, force)
+    candidate = _ask_candidate(view, scope, action, candidate, force)
+    scheduled_at = _ask_schedule(view, scheduled, force) if action == "switchover" else None
+    value: dict[str, Any] = {"candidate": candidate}
+    if action == "switchover":
+        value["leader"] = leader
+    if scheduled_at:
+        value["scheduled_at"] = scheduled_at.isoformat()
+    if not force:
+        _confirm(scope, action, current, value.get("scheduled_at"))
+    target = view.member(current) if current else view.member(candidate or "")
+    answer = _post_with_progress(ctl, scope, target, action, value, current) if target is not None else None
+    if answer is None:
+        _through_dcs(ctl, scope, action, value, current)
+    else:
+        code, text = answer
+        if code not in (200, 202):
+            raise CliError(f"{action.title()} failed, details: {code}, {text}")
+        click.echo(f"{timestamp()} {text}")
+        if code == 200:
+            _wait_new_leader(ctl, scope, current, 30)
+    click.echo(render(ctl.view(scope), scope, "pretty"))
+
+
+def _ask_leader(view, scope: str, leader: str | None, force: bool) -> str:
+    """A switchover's leader: given, or asked (the current one by default); it must be the current one."""
+    if not view.leader:
+        raise CliError("This cluster has no leader")
+    if leader is None:
+        leader = view.leader if force else click.prompt("Primary", type=str, default=view.leader)
+    if leader != view.leader:
+        raise CliError(f"Member {leader} is not the leader of cluster {scope}")
+    return leader
+
+
+def _ask_candidate(view, scope: str, action: str, candidate: str | None, force: bool) -> str | None:
+    """The candidate (None: any, for a switchover), given or asked, checked against those that may take over."""
     names = candidates(view)
     if not names:
         raise CliError(f"No candidates found to {action} to")
@@ -52,49 +83,45 @@ def do_failover(ctl: Ctl, action: str, cluster_name: str | None, candidate: str 
     if action == "failover" and not candidate:
         raise CliError("Failover could be performed only to a specific candidate")
     if candidate and candidate not in names:
-        if candidate == current:
+        if candidate == view.leader:
             raise CliError(f"Member {candidate} is already the leader of cluster {scope}")
         raise CliError(f"Member {candidate} does not exist in cluster {scope} or is tagged as nofailover")
-    scheduled_at = None
-    if action == "switchover":
-        if scheduled is None and not force:
-            scheduled = click.prompt(f"When should the switchover take place (e.g. {next_hour()} ) ", type=str,
-                                     default="now")
-        scheduled_at = parse_scheduled(scheduled)
-        if scheduled_at and view.paused:
-            raise CliError("Can't schedule switchover in the paused state")
-    value: dict[str, Any] = {"candidate": candidate}
-    if action == "switchover":
-        value["leader"] = leader
+    return candidate
+
+
+def _ask_schedule(view, scheduled: str | None, force: bool):
+    """A switchover's time (None: now), given or asked; a paused cluster takes none."""
+    if scheduled is None and not force:
+        scheduled = click.prompt(f"When should the switchover take place (e.g. {next_hour()} ) ", type=str,
+                                 default="now")
+    scheduled_at = parse_scheduled(scheduled)
+    if scheduled_at and view.paused:
+        raise CliError("Can't schedule switchover in the paused state")
+    return scheduled_at
+
+
+def _confirm(scope: str, action: str, current: str | None, scheduled_at: str | None) -> None:
+    demote = f", demoting current leader {current}" if current else ""
     if scheduled_at:
-        value["scheduled_at"] = scheduled_at.isoformat()
-    if not force:
-        demote = f", demoting current leader {current}" if current else ""
-        if scheduled_at:
-            if not click.confirm(f"Are you sure you want to schedule switchover of cluster {scope} at "
-                                 f"{value['scheduled_at']}{demote}?"):
-                raise CliError(f"Aborting scheduled {action}")
-        elif not click.confirm(f"Are you sure you want to {action} cluster {scope}{demote}?"):
-            raise CliError(f"Aborting {action}")
-    target = view.member(current) if current else view.member(candidate or "")
-    answer = _post_with_progress(ctl, scope, target, action, value, current) if target is not None else None
-    if answer is None:
-        click.echo(f"{timestamp()} Could not {action} using Patroni api, falling back to DCS")
-        key = {"leader": leader, "member": candidate} if action == "switchover" else {"member": candidate}
-        if scheduled_at:
-            key["scheduled_at"] = value["scheduled_at"]
-        if not ctl.dcs(scope).put_key("failover", {k: v for k, v in key.items() if v}):
-            raise CliError("failed to write the failover key into the DCS")
-        if not scheduled_at:
-            _wait_new_leader(ctl, scope, current, 60)
-    else:
-        code, text = answer
-        if code not in (200, 202):
-            raise CliError(f"{action.title()} failed, details: {code}, {text}")
-        click.echo(f"{timestamp()} {text}")
-        if code == 200:
-            _wait_new_leader(ctl, scope, current, 30)
-    click.echo(render(ctl.view(scope), scope, "pretty"))
+        if not click.confirm(f"Are you sure you want to schedule switchover of cluster {scope} at "
+                             f"{scheduled_at}{demote}?"):
+            raise CliError(f"Aborting scheduled {action}")
+    elif not click.confirm(f"Are you sure you want to {action} cluster {scope}{demote}?"):
+        raise CliError(f"Aborting {action}")
+
+
+def _through_dcs(ctl: Ctl, scope: str, action: str, value: dict[str, Any], current: str | None) -> None:
+    """No REST API answered: the request goes into the failover key, as patronictl does."""
+    click.echo(f"{timestamp()} Could not {action} using Patroni api, falling back to DCS")
+    key = {"member": value["candidate"]}
+    if action == "switchover":
+        key = {"leader": value["leader"], "member": value["candidate"]}
+    if value.get("scheduled_at"):
+        key["scheduled_at"] = value["scheduled_at"]
+    if not ctl.dcs(scope).put_key("failover", {k: v for k, v in key.items() if v}):
+        raise CliError("failed to write the failover key into the DCS")
+    if not value.get("scheduled_at"):
+        _wait_new_leader(ctl, scope, current, 60)
 
 
 def _post_with_progress(ctl: Ctl, scope: str, target, action: str, value: dict[str, Any],
