@@ -51,13 +51,12 @@ from pgha.core.model import ClusterView
 from pgha.pgbouncer import files
 from pgha.pgbouncer.admin import Admin, AdminError, Pending
 from pgha.pgbouncer.ini import IniError, point_databases, targets
-from pgha.ports import DcsError
-from pgha.router.haproxy_config import Server, servers_from_view
+from pgha.router.haproxy_config import Server
+from pgha.router.watch import LeaderWatch
 
 log = logging.getLogger("pgha.pgbouncer")
 
 FAST = 0.05  # poll interval while something is pending
-RESYNC = 2.0  # seconds between DCS reads when no watch event came
 
 
 @dataclass
@@ -104,14 +103,14 @@ def addresses(host: str) -> set[str]:
         return {host}
 
 
-class Bouncer:
+class Bouncer(LeaderWatch):
     def __init__(self, dcs, admin: Admin, ini_path: str, databases: frozenset[str] | None = None,
                  pause_timeout: float = 10.0, max_pause: float = 30.0, kill_after: float = 2.0,
                  default_ttl: float = 30.0, is_primary=runs_as_primary, probe_interval: float = FAST) -> None:
-        self.dcs, self.admin, self.ini_path, self.databases = dcs, admin, ini_path, databases
+        super().__init__(dcs, default_ttl)
+        self.admin, self.ini_path, self.databases = admin, ini_path, databases
         self.pause_timeout, self.max_pause, self.kill_after = pause_timeout, max_pause, kill_after
-        self.ttl, self.is_primary, self.probe_interval = default_ttl, is_primary, probe_interval
-        self.known: dict[str, Server] = {}
+        self.is_primary, self.probe_interval = is_primary, probe_interval
         self.leader: str | None = None
         self.started = False
         self.switch: Switch | None = None
@@ -119,8 +118,6 @@ class Bouncer:
         self.paused_for: str | None = None  # the leader whose step-down PgBouncer is paused for
         self.paused_at = 0.0
         self.kill_check: tuple[float, str, int] | None = None  # (when, old host, old port)
-        self.watch_fired = False
-        self.last_read = 0.0
         self.wake_at: float | None = None  # a scheduled switchover: read the DCS again just before it is due
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -142,7 +139,7 @@ class Bouncer:
     def step(self) -> None:
         now = time.monotonic()
         due = self.wake_at is not None and now >= self.wake_at
-        if self.watch_fired or due or now - self.last_read >= RESYNC:
+        if due or self.read_due(now):
             self.wake_at = None
             view = self.read()
             if view is not None:
@@ -157,24 +154,8 @@ class Bouncer:
         wait = FAST if busy else 1.0
         if self.wake_at is not None:
             wait = min(wait, max(0.0, self.wake_at - time.monotonic()))
-        try:
-            self.watch_fired = self.dcs.wait_for_leader_change(wait)
-        except DcsError as e:
-            log.warning("DCS watch: %s", e)
-            self.watch_fired = False
+        self.wait(wait)
 
-    def read(self) -> ClusterView | None:
-        self.last_read = time.monotonic()
-        try:
-            view = self.dcs.snapshot(timeout=2)
-        except DcsError as e:
-            log.warning("cannot read the DCS: %s", e)
-            return None
-        self.known.update({s.name: s for s in servers_from_view(view)})
-        ttl = (view.config or {}).get("ttl")
-        if isinstance(ttl, (int, float)) and ttl > 0:
-            self.ttl = float(ttl)
-        return view
 
     def on_view(self, view: ClusterView) -> None:
         now = time.monotonic()

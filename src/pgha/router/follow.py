@@ -36,14 +36,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from pgha.core.model import ClusterView
-from pgha.ports import DcsError
-from pgha.router.haproxy_config import RO, RW, Server, server_name, servers_from_view
+from pgha.router.haproxy_config import RO, RW, Server, server_name
+from pgha.router.watch import LeaderWatch
 from pgha.router.runtime import HaproxyRuntime, RuntimeApiError
 
 log = logging.getLogger("pgha.router")
 
 FAST, SLOW = 0.05, 0.25  # probe intervals: the new leader (fast), a rejoining old leader (slow)
-RESYNC = 2.0  # seconds between DCS reads when no watch event came
 
 
 @dataclass(frozen=True)
@@ -124,19 +123,16 @@ def http_status(server: Server, path: str, timeout: float = 0.5) -> int | None:
         conn.close()
 
 
-class Router:
+class Router(LeaderWatch):
     def __init__(self, dcs, runtime: HaproxyRuntime, rejoin_timeout: float = 120.0, default_ttl: float = 30.0,
                  status=http_status) -> None:
-        self.dcs, self.runtime, self.status = dcs, runtime, status
-        self.rejoin_timeout, self.ttl = rejoin_timeout, default_ttl
+        super().__init__(dcs, default_ttl)
+        self.runtime, self.status, self.rejoin_timeout = runtime, status, rejoin_timeout
         self.leader: str | None = None
-        self.known: dict[str, Server] = {}  # every member ever seen: a dead leader's key vanishes with its lease
         self.in_haproxy: set[str] = set()
         self.probes: list[Probe] = []
         self.need_reconcile = True
-        self.watch_fired = False
         self.draining: str | None = None  # the leader drained in rw because it was asked to step down
-        self.last_read = 0.0
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="router-probe")
 
     # --- the loop -------------------------------------------------------------------------------------
@@ -157,7 +153,7 @@ class Router:
     def step(self) -> None:
         """Read the DCS when the watch fired (or every RESYNC s), act on a change, poll due probes, then wait for
         the watch: 50 ms while probes are pending, else up to 1 s."""
-        if self.watch_fired or time.monotonic() - self.last_read >= RESYNC:
+        if self.read_due(time.monotonic()):
             view = self.read()
             if view is not None:
                 if self.need_reconcile:
@@ -167,24 +163,8 @@ class Router:
                 else:
                     self.handover(view)
         self.run_probes()
-        try:
-            self.watch_fired = self.dcs.wait_for_leader_change(FAST if self.probes else 1.0)
-        except DcsError as e:
-            log.warning("DCS watch: %s", e)
-            self.watch_fired = False
+        self.wait(FAST if self.probes else 1.0)
 
-    def read(self) -> ClusterView | None:
-        self.last_read = time.monotonic()
-        try:
-            view = self.dcs.snapshot(timeout=2)
-        except DcsError as e:
-            log.warning("cannot read the DCS: %s", e)
-            return None
-        self.known.update({s.name: s for s in servers_from_view(view)})
-        ttl = (view.config or {}).get("ttl")
-        if isinstance(ttl, (int, float)) and ttl > 0:
-            self.ttl = float(ttl)
-        return view
 
     # --- start-up: a fast first health check, and no leftover drain or maintenance (rule 2) ---------------
     def reconcile(self, view: ClusterView) -> None:
