@@ -180,7 +180,7 @@ def test_the_agent_reads_the_sync_settings_from_the_dynamic_config(tmp_path):
     cfg = SimpleNamespace(name="node1", scope="c", tags={}, bootstrap=SimpleNamespace(dcs={}),
                           postgresql=SimpleNamespace(use_pg_rewind=None, remove_data_directory_on_rewind_failure=False,
                                                      remove_data_directory_on_diverged_timelines=False,
-                                                     pg_hba=None))
+                                                     pg_hba=None, parameters={}))
     node = SimpleNamespace(dynamic_parameters={}, use_slots=True)
     agent = Agent(cfg, _Dcs(), node)
     s = agent.settings
