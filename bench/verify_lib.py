@@ -130,6 +130,8 @@ def rw_dsn(system: fl.System) -> str:
 
 def make_target(system: fl.System):
     """A fresh verifier target for ``system`` (one per run: each holds its own DCS clients, closed after)."""
+    if hasattr(system, "make_target"):   # bench/patroni_netns.py's systems (both kinds)
+        return system.make_target(rw_dsn(system))
     if system.kind == "pgha":
         from pgha.verify.target import LocalTarget
         return LocalTarget(system.layout.root)

@@ -78,40 +78,46 @@ class NetnsTarget(LocalTarget):
 
     # --- rule 2 --------------------------------------------------------------------------------------------
     def partition(self, kind: str, ctx) -> None:
-        from pgha.verify.faults import FaultError, _heal, _leader
-        topo = self.topology
-        leader = _leader(ctx)
-        others = [self.layout.name(i) for i in range(self.layout.nodes) if self.layout.name(i) != leader]
-        hold = self.ttl() + 2.0  # read before the cut: the DCS may be out of reach during it
-        cuts: list[tuple[Callable[[], None], Callable[[], None]]]
-        if kind == "leader-dcs":
-            cuts = [_pair(topo, leader, "dcs")]
-            what = f"cut {leader} off the DCS"
-        elif kind == "leader-replicas":
-            if not others:
-                raise FaultError(f"{leader} has no peer to be cut off")
-            cuts = [_pair(topo, leader, other) for other in others]
-            what = f"cut {leader} off {', '.join(others)}"
-        elif kind == "isolate":
-            cuts = [(lambda: topo.isolate(leader), lambda: topo.rejoin(leader))]
-            what = f"isolate {leader} (its link down)"
-        else:
-            raise FaultError(f"unknown partition {kind!r}: leader-dcs, leader-replicas or isolate")
-        try:
-            for act, undo in cuts:
-                with _PENDING_LOCK:
-                    _PENDING.append(undo)
-                act()
-            ctx.mark(f"{what} for {hold:.0f}s (ttl + 2)")
-            ctx.hold(hold)
-        except NetnsError as e:
-            raise FaultError(f"{what}: {e}") from None
-        finally:
-            errors = heal_pending()
-        if errors:
-            raise FaultError(f"healing after {what}: {'; '.join(errors)}")
-        ctx.mark("healed")
-        _heal(ctx)
+        partition_leader(self, self.topology, [self.layout.name(i) for i in range(self.layout.nodes)], kind, ctx)
+
+
+def partition_leader(target, topo: Topology, names: list[str], kind: str, ctx) -> None:
+    """Rule 2 on any cluster laid out by ``topo`` whose nodes are ``names`` (``node<i>``) and whose verifier
+    target is ``target``, whatever its agents (pgha's ``NetnsTarget``; bench/'s Patroni in namespaces): cut,
+    mark, hold ttl + 2 s, heal, wait healthy."""
+    from pgha.verify.faults import FaultError, _heal, _leader
+    leader = _leader(ctx)
+    others = [name for name in names if name != leader]
+    hold = target.ttl() + 2.0  # read before the cut: the DCS may be out of reach during it
+    cuts: list[tuple[Callable[[], None], Callable[[], None]]]
+    if kind == "leader-dcs":
+        cuts = [_pair(topo, leader, "dcs")]
+        what = f"cut {leader} off the DCS"
+    elif kind == "leader-replicas":
+        if not others:
+            raise FaultError(f"{leader} has no peer to be cut off")
+        cuts = [_pair(topo, leader, other) for other in others]
+        what = f"cut {leader} off {', '.join(others)}"
+    elif kind == "isolate":
+        cuts = [(lambda: topo.isolate(leader), lambda: topo.rejoin(leader))]
+        what = f"isolate {leader} (its link down)"
+    else:
+        raise FaultError(f"unknown partition {kind!r}: leader-dcs, leader-replicas or isolate")
+    try:
+        for act, undo in cuts:
+            with _PENDING_LOCK:
+                _PENDING.append(undo)
+            act()
+        ctx.mark(f"{what} for {hold:.0f}s (ttl + 2)")
+        ctx.hold(hold)
+    except NetnsError as e:
+        raise FaultError(f"{what}: {e}") from None
+    finally:
+        errors = heal_pending()
+    if errors:
+        raise FaultError(f"healing after {what}: {'; '.join(errors)}")
+    ctx.mark("healed")
+    _heal(ctx)
 
 
 def _pair(topo: Topology, a: str, b: str) -> tuple[Callable[[], None], Callable[[], None]]:
