@@ -45,6 +45,7 @@ SCENARIOS: dict[str, tuple[bool, str]] = {
 PARTITIONS = "partition-leader-dcs,partition-leader-replicas,isolate-leader"
 EXTRA_SECTION = "## The verifier on both systems: client backends terminated, rolling restart"
 NETNS_SECTION = "## The verifier on both systems: network partitions"
+DCS_SECTION = "## The verifier on both systems: the DCS member killed"
 DEFAULT_SCENARIOS = "kill-leader,crash-postgres,stop-leader,freeze-leader,switchover"
 LEAD = 2.0        # the verifier acts min(2 s, window / 2) into the window
 SHORT_WINDOW = 30.0
@@ -178,10 +179,13 @@ def render(results: list[vl.RunResult], facts: dict[str, str], args, command: st
 
 
 def heading_for(args) -> str:
-    """Its own section for the netns rows, and for runs of terminate-backends / restart-all alone (the main
-    section holds the --runs 5 table of the default scenarios)."""
+    """Its own section for the netns rows, for runs of terminate-backends / restart-all alone, and for runs of
+    kill-dcs-member alone (the main section holds the --runs 5 table of the default scenarios)."""
     if getattr(args, "netns", False) or "-netns" in args.rows:
         return NETNS_SECTION
-    if set(args.scenarios.split(",")) <= {"terminate-backends", "restart-all"}:
+    asked = set(args.scenarios.split(","))
+    if asked <= {"terminate-backends", "restart-all"}:
         return EXTRA_SECTION
+    if asked == {"kill-dcs-member"}:
+        return DCS_SECTION
     return SECTION
