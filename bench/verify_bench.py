@@ -118,6 +118,9 @@ def parse_windows(ap: argparse.ArgumentParser, items: list[str]) -> dict[str, fl
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--all", action="store_true", help="every section, one after the other: the default scenarios, "
+                    "terminate-backends + restart-all, kill-dcs-member, then --netns's partitions (not with "
+                    "--netns, --rows or --scenarios; --json FILE becomes FILE.1 ... FILE.4)")
     ap.add_argument("--netns", action="store_true", help=f"rows {NETNS_ROWS} (each node and etcd in a network "
                     f"namespace; as root), scenarios {PARTITIONS} unless given; its own section")
     ap.add_argument("--runs", type=int, default=5, help="repetitions of each scenario on each row (default 5)")
@@ -154,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 def rerender(ap: argparse.ArgumentParser, args) -> int:
     with open(args.from_json) as f:
         data = json.load(f)
-    orig = ap.parse_args(shlex.split(data["command"])[2:])
+    orig = ap.parse_args(data.get("argv") or shlex.split(data["command"])[2:])   # argv: what --all ran
     orig.rows = orig.rows or (NETNS_ROWS if orig.netns else DEFAULT_ROWS)
     orig.scenarios = orig.scenarios or (PARTITIONS if orig.netns else DEFAULT_SCENARIOS)
     results = vl.load_results(data["results"])
@@ -168,9 +171,37 @@ def rerender(ap: argparse.ArgumentParser, args) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+# --all: each section's own arguments, in the order run
+ALL_GROUPS: list[list[str]] = [[], ["--scenarios", "terminate-backends,restart-all"],
+                               ["--scenarios", "kill-dcs-member"], ["--netns"]]
+
+
+def run_all(ap: argparse.ArgumentParser, argv: list[str], args) -> int:
+    """The four sections from one command: each group runs as its own invocation (its own clusters and section),
+    and every section names the one command that produced them all."""
+    if args.netns or args.rows or args.scenarios or args.from_json:
+        ap.error("--all runs every section itself: not with --netns, --rows, --scenarios or --from-json")
+    rest = [a for a in argv if a != "--all"]
+    worst = 0
+    for k, group in enumerate(ALL_GROUPS, 1):
+        sub = rest + group + (["--json", f"{args.json}.{k}"] if args.json else [])   # the last --json wins
+        say(f"--all: section {k}/{len(ALL_GROUPS)}: {' '.join(group) or 'the default scenarios'}")
+        rc = main(sub, command=display_command(argv))
+        if rc == 130:   # interrupted: the sections not run yet are not started
+            return rc
+        worst = max(worst, rc)
+    return worst
+
+
+def display_command(argv: list[str]) -> str:
+    return shlex.join(["python", os.path.relpath(os.path.abspath(__file__), REPO)] + argv)
+
+
+def main(argv: list[str] | None = None, command: str | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    if args.all:
+        return run_all(ap, sys.argv[1:] if argv is None else argv, args)
     args.rows = args.rows or (NETNS_ROWS if args.netns else DEFAULT_ROWS)
     args.scenarios = args.scenarios or (PARTITIONS if args.netns else DEFAULT_SCENARIOS)
     if args.from_json:
@@ -182,8 +213,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.runs < 1:
         ap.error("--runs: at least 1")
     windows = windows_for(rows, scenarios, parse_windows(ap, args.window))
-    command = shlex.join(["python", os.path.relpath(os.path.abspath(__file__), REPO)] + sys.argv[1:]) \
-        if argv is None else "verify_bench.main(" + repr(argv) + ")"
+    if command is None:
+        command = display_command(sys.argv[1:]) if argv is None else "verify_bench.main(" + repr(argv) + ")"
 
     signal.signal(signal.SIGTERM, _on_term)
     account = patroni_env.RunAs()
@@ -289,7 +320,8 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + section)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"facts": facts, "command": command, "windows": windows,
+            json.dump({"facts": facts, "command": command, "argv": sys.argv[1:] if argv is None else argv,
+                       "windows": windows,
                        "results": [asdict(r) for r in results]}, f, indent=2)
     if args.out:
         write_section(args.out, section)
