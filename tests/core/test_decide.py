@@ -273,3 +273,15 @@ def test_no_running_primary_is_left_without_a_valid_lease_or_the_lock():
 def test_reasons_render_without_missing_fields():
     for reason in Reason:
         assert reason.render(me="n1", leader="n2", detail="x")
+
+
+def test_the_winner_says_how_far_behind_the_old_primary_it_promotes():
+    # REPLICA ends at 100; the old primary last published 4196 (0x1064): 4096 bytes are left behind
+    behind = decide(obs(cluster(status_optime=4196), REPLICA), Memory(), SETTINGS)
+    assert behind.reason is Reason.RACE_WON
+    assert "4096 bytes behind" in behind.detail and "0/1064" in behind.detail and "0/64" in behind.detail
+    level = decide(obs(cluster(status_optime=100), REPLICA), Memory(), SETTINGS)
+    assert level.reason is Reason.RACE_WON and "not behind" in level.detail
+    unknown = decide(obs(cluster(), REPLICA), Memory(), SETTINGS)
+    assert unknown.reason is Reason.RACE_WON and "published no position" in unknown.detail
+    assert "bytes behind" in behind.message(ME)

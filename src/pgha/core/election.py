@@ -85,6 +85,25 @@ def promotion(obs: Observation, settings: Settings) -> tuple:
     return sync.before_promote(obs, settings) + (ClaimTimeline(target), Promote(target))
 
 
+def wal_gap(obs: Observation) -> str:
+    """Said when this node wins the race: where its WAL ends beside the last position the old primary published
+    (the ``status`` key's optime). Writes between the two are the ones this failover leaves behind, at least: the
+    primary publishes once per loop, so it may have written more (in synchronous mode none of it was acknowledged)."""
+    cluster = obs.cluster
+    assert cluster is not None
+    mine, published = obs.local.wal_position, cluster.status_optime
+    if mine is None or published is None:
+        return f"my WAL ends at {_lsn(mine)}; the old primary published no position"
+    if published <= mine:
+        return f"my WAL ends at {_lsn(mine)}, not behind the old primary's last published {_lsn(published)}"
+    return (f"my WAL ends at {_lsn(mine)}, {published - mine} bytes behind the old primary's last published "
+            f"{_lsn(published)}: writes past my position are lost")
+
+
+def _lsn(value: int | None) -> str:
+    return "unknown" if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
 def newest_timeline(history: tuple) -> int | None:
     """The timeline the last recorded switch led to (entries are [old timeline, lsn, ...])."""
     timelines = []

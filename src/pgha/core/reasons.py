@@ -22,7 +22,7 @@ class Reason(Enum):
     LEASE_EXPIRING_FENCE = ("lease_expiring_fence", "demoting: my lease would expire before I could renew it")
     DCS_UNREACHABLE_HOLD = ("dcs_unreachable_hold", "DCS unreachable ({detail}); my lease is still valid, keeping it")
     DCS_UNREACHABLE = ("dcs_unreachable", "DCS unreachable ({detail}); no action")
-    RACE_WON = ("race_won", "no leader: I am the healthiest node, taking the lock and promoting")
+    RACE_WON = ("race_won", "no leader: I am the healthiest node, taking the lock and promoting; {detail}")
     RACE_WON_PRIMARY = ("race_won_primary", "no leader: I was the primary, taking the lock and starting as primary")
     RACE_LOWER_PRIORITY = ("race_lower_priority", "no leader: {detail} has as much WAL and a higher failover_priority")
     RACE_BEHIND = ("race_behind", "no leader: not the healthiest node ({detail}), waiting")

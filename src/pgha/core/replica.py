@@ -125,4 +125,4 @@ def no_leader(obs: Observation, memory: Memory, settings: Settings) -> Decision:
         return Decision((StartPostgres(False, None),), memory, Reason.STARTING_REPLICA)
     won = replace(memory, promoted_because=Reason.RACE_WON)
     return Decision((AcquireLeader(),) + election.promotion(obs, settings) + switchover.clear_after_race(obs), won,
-                    Reason.RACE_WON)
+                    Reason.RACE_WON, detail=election.wal_gap(obs))
