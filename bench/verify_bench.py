@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--window", action="append", default=[], metavar="NAME=SECONDS",
                     help="a scenario's window (the same for every row); default 30 s, and lead + the slowest row's "
                          "ttl + loop_wait + 20 s, rounded up to 5 s, for kill-leader, freeze-leader, kill-dcs-member")
+    ap.add_argument("--dcs-outage", type=float, default=10.0,
+                    help="kill-dcs-member: seconds etcd stays down, the same for every row (default 10: longer "
+                         "than pgha's ttl, shorter than Patroni's)")
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--rate", type=float, default=50.0, help="transfers per second per client (default 50)")
     ap.add_argument("--min-gap", type=float, default=0.2, help="pauses shorter than this are not unavailability")

@@ -194,7 +194,7 @@ def one_run(system: fl.System, row: str, scenario: str, run: int, window: float,
     target = make_target(system)
     try:
         settings = Settings(dsns=[rw_dsn(system)], clients=args.clients, seed=seed, rate=args.rate,
-                            min_gap=args.min_gap)
+                            min_gap=args.min_gap, dcs_outage=getattr(args, "dcs_outage", None))
         verifier = Verifier(settings, target, say=lambda line: say(f"    verify: {line}"))
         verifier.setup(timeout=30.0)
         res.verify_run = verifier.run_id

@@ -111,6 +111,44 @@ def test_restart_all_restarts_every_agent_in_seeded_order(fake):
     assert out.error == "" and fake.calls == [f"start {n}" for n in order]
 
 
+class FakeDcsTarget(FakeTarget):
+    """Adds a DCS process (a sleeper) and records when it is started again."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.dcs = self._sleeper()
+        self.dcs_started: list[float] = []
+
+    def dcs_pids(self):
+        return [self.dcs.pid] if self.dcs.poll() is None else []
+
+    def start_dcs(self, timeout):
+        self.dcs_started.append(time.monotonic())
+        self.dcs = self._sleeper()
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        if self.dcs.poll() is None:
+            self.dcs.kill()
+        self.dcs.wait(5)
+
+
+@pytest.mark.parametrize("outage, expected", [(None, 0.2), (0.8, 0.8)])
+def test_kill_dcs_member_holds_the_dcs_down_for_ttl_or_the_outage_given(outage, expected):
+    target = FakeDcsTarget()
+    try:
+        old = target.dcs
+        context = ctx(target)
+        context.dcs_outage = outage
+        started = time.monotonic()
+        out = run_fault("kill-dcs-member", context)
+        assert out.error == "" and old.wait(5) == -signal.SIGKILL
+        assert len(target.dcs_started) == 1 and target.dcs_started[0] - started >= expected
+        assert f"restarted after {expected:.0f}s ({'ttl' if outage is None else 'given'})" in out.note
+    finally:
+        target.cleanup()
+
+
 def test_an_error_is_reported_not_raised(fake):
     fake.procs["n0"].kill()
     fake.procs["n0"].wait(5)

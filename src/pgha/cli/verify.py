@@ -50,13 +50,16 @@ def _target(obj: dict):
 @click.option("--accounts", type=click.IntRange(2, 100000), default=10, show_default=True)
 @click.option("--min-gap", type=click.FloatRange(0, 3600), default=0.2, show_default=True,
               help="a pause in commits shorter than this is not counted as unavailability")
+@click.option("--dcs-outage", type=click.FloatRange(1, 3600), default=None,
+              help="kill-dcs-member: seconds before the DCS member is started again  [default: the cluster's ttl]")
 @click.option("--list-faults", is_flag=True, help="print the fault menu and exit")
 @click.pass_obj
 def verify(obj: dict, faults: tuple[str, ...], duration: float, dsns: tuple[str, ...], json_path: str | None,
            plot_path: str | None, clients: int, seed: int, rate: float, accounts: int, min_gap: float,
-           list_faults: bool) -> None:
+           dcs_outage: float | None, list_faults: bool) -> None:
     """Run a bank workload while injecting FAULTs; report unavailability, loss, the invariant and split brain."""
     from pgha.verify.faults import FAULTS, FaultError, check_menu
+    from pgha.verify.runner import Settings
     if list_faults:
         for fault in FAULTS.values():
             click.echo(f"{fault.name:28} {fault.help}")
@@ -64,8 +67,9 @@ def verify(obj: dict, faults: tuple[str, ...], duration: float, dsns: tuple[str,
     target = _target(obj)
     try:
         check_menu(list(faults) or ["none"], target)
-        _run(target, list(faults), duration, list(dsns), json_path, plot_path, clients, seed, rate, accounts,
-             min_gap)
+        settings = Settings(dsns=list(dsns), clients=clients, seed=seed, rate=rate, accounts=accounts,
+                            min_gap=min_gap, dcs_outage=dcs_outage)
+        _run(target, list(faults), duration, settings, json_path, plot_path)
     except FaultError as e:
         raise CliError(str(e)) from None
     finally:
@@ -73,21 +77,20 @@ def verify(obj: dict, faults: tuple[str, ...], duration: float, dsns: tuple[str,
             target.close()
 
 
-def _run(target, faults: list[str], duration: float, dsns: list[str], json_path: str | None,
-         plot_path: str | None, clients: int, seed: int, rate: float, accounts: int, min_gap: float) -> None:
+def _run(target, faults: list[str], duration: float, settings, json_path: str | None, plot_path: str | None) -> None:
     from pgha.verify.render import plot, redact, table, to_json
     from pgha.verify.report import ok
-    from pgha.verify.runner import Settings, VerifyError, verify as run_verify
+    from pgha.verify.runner import VerifyError, verify as run_verify
     from pgha.verify.target import TargetError
+    dsns = settings.dsns
     if not dsns:
         if target is None:
             raise CliError("give --dsn, or -c CLUSTER.yml")
         try:
-            dsns = [target.default_dsn()]
+            settings.dsns = dsns = [target.default_dsn()]
         except TargetError as e:
             raise CliError(str(e)) from None
-    settings = Settings(dsns=dsns, clients=clients, seed=seed, rate=rate, accounts=accounts, min_gap=min_gap)
-    click.echo(f"verify: {clients} clients on {', '.join(redact(d) for d in dsns)} for {duration:.0f}s, "
+    click.echo(f"verify: {settings.clients} clients on {', '.join(redact(d) for d in dsns)} for {duration:.0f}s, "
                f"faults: {', '.join(faults) or 'none'}")
     try:
         result = run_verify(settings, faults, duration, target, say=lambda line: click.echo(f"  {line}"))

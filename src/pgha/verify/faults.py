@@ -56,6 +56,7 @@ class FaultContext:
     log: Callable[[str], None] = lambda line: None
     injected_at: float | None = None
     note: str = ""
+    dcs_outage: float | None = None  # kill-dcs-member's hold, when given (a benchmark holds it equal for all)
 
     def mark(self, note: str = "") -> None:
         if self.injected_at is None:
@@ -234,9 +235,10 @@ def kill_dcs_member(ctx: FaultContext) -> None:
     if not pids:
         raise FaultError("no DCS process is running")
     pid = ctx.rng.choice(pids)
-    hold = ctx.target.ttl()  # read before: the DCS is gone during the hold
+    # read before: the DCS is gone during the hold
+    hold, why = (ctx.dcs_outage, "given") if ctx.dcs_outage is not None else (ctx.target.ttl(), "ttl")
     _kill(pid, signal.SIGKILL, "the DCS member")
-    ctx.mark(f"SIGKILL the DCS member (pid {pid}), restarted after {hold:.0f}s (ttl)")
+    ctx.mark(f"SIGKILL the DCS member (pid {pid}), restarted after {hold:.0f}s ({why})")
     ctx.wait(_gone(pid), "the DCS member to exit")
     ctx.hold(hold)
     ctx.target.start_dcs(ctx.remaining())

@@ -45,6 +45,7 @@ class Settings:
     lead: float = 2.0
     settle: float = 60.0
     heal_grace: float = 60.0
+    dcs_outage: float | None = None  # how long kill-dcs-member keeps the DCS down; None: the cluster's ttl
 
 
 @dataclass
@@ -156,7 +157,8 @@ class Verifier:
             return Outcome(None, None, "", "not injected: no time left in the run")
         if self.target is None and name != "none":
             return Outcome(None, None, "", "no cluster target")
-        ctx = FaultContext(self.target, self.rng, self._fault_deadline, self.say)  # type: ignore[arg-type]
+        ctx = FaultContext(self.target, self.rng, self._fault_deadline, self.say,  # type: ignore[arg-type]
+                           dcs_outage=self.settings.dcs_outage)
         box: list[Outcome] = []
         thread = threading.Thread(target=lambda: box.append(run_fault(name, ctx)), name=f"verify-fault-{name}",
                                   daemon=True)
