@@ -203,8 +203,9 @@ def display_command(argv: list[str]) -> str:
 def main(argv: list[str] | None = None, command: str | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
     if args.all:
-        return run_all(ap, sys.argv[1:] if argv is None else argv, args)
+        return run_all(ap, given, args)
     args.rows = args.rows or (NETNS_ROWS if args.netns else DEFAULT_ROWS)
     args.scenarios = args.scenarios or (PARTITIONS if args.netns else DEFAULT_SCENARIOS)
     if args.from_json:
@@ -323,8 +324,7 @@ def main(argv: list[str] | None = None, command: str | None = None) -> int:
     print("\n" + section)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"facts": facts, "command": command, "argv": sys.argv[1:] if argv is None else argv,
-                       "windows": windows,
+            json.dump({"facts": facts, "command": command, "argv": given, "windows": windows,
                        "results": [asdict(r) for r in results]}, f, indent=2)
     if args.out:
         write_section(args.out, section)

@@ -34,8 +34,8 @@ SCENARIOS: dict[str, tuple[bool, str]] = {
     "stop-leader": (False, "SIGTERM the leader's agent (graceful); restart it once it exited"),
     "freeze-leader": (True, "SIGSTOP the leader's agent for ttl + 2 s, then SIGCONT"),
     "switchover": (False, "POST /switchover to the leader's REST API, candidate a streaming replica (seeded)"),
-    "kill-dcs-member": (True, "SIGKILL etcd (the only member), start it again after --dcs-outage seconds, the same "
-                              "for every row"),
+    "kill-dcs-member": (True, "SIGKILL etcd (the only member), start it again after {outage:g} s (--dcs-outage), "
+                              "the same for every row"),
     "terminate-backends": (False, "pg_terminate_backend of the verifier's client backends on the leader"),
     "restart-all": (True, "SIGTERM every node's agent, one by one in seeded order, each started again and the "
                           "cluster healthy before the next"),
@@ -125,7 +125,8 @@ def render(results: list[vl.RunResult], facts: dict[str, str], args, command: st
     if L[0] == NETNS_SECTION:
         L += [pn.SECTION_NOTE, ""]
     L += ["Scenarios and windows (the same for every system): " + "; ".join(
-        f"**{s}** ({windows.get(s, 0):.0f} s): {scenario_text(s, args)}" for s in scenarios) + ".", ""]
+        f"**{s}** ({windows.get(s, 0):.0f} s): {SCENARIOS[s][1].format(outage=args.dcs_outage)}"
+        for s in scenarios) + ".", ""]
     if notes:
         L += ["Notes on this run: " + " ".join(notes), ""]
     L += ["| scenario | system | timing: ttl / loop_wait / retry_timeout; routing | runs (recovered) | "
@@ -177,15 +178,6 @@ def render(results: list[vl.RunResult], facts: dict[str, str], args, command: st
                  f"{', '.join(r.writers) or '-'} | {f2(r.healed_after_s)} | {f2(r.heal_s)} | {note} |")
     L.append("")
     return "\n".join(L)
-
-
-def scenario_text(scenario: str, args) -> str:
-    text = SCENARIOS[scenario][1]
-    outage = getattr(args, "dcs_outage", None)
-    if scenario == "kill-dcs-member":   # runs from before --dcs-outage held etcd down for each system's own ttl
-        return text.replace("--dcs-outage seconds", f"{outage:g} s") if outage else \
-            "SIGKILL etcd (the only member), start it again after the row's own ttl"
-    return text
 
 
 def heading_for(args) -> str:

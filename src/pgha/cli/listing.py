@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from pgha.cli import tables
 from pgha.cli.tables import dump_yaml
 from pgha.core.dynamic import DynamicConfig
-from pgha.core.model import ClusterView, Member
+from pgha.core.model import ClusterView, Member, lsn_text
 from pgha.postgres.conf import parse_conn_url
 
 SCRIPT_COLUMNS = ["Cluster", "Member", "Host", "Role", "State", "TL", "Receive LSN", "Receive Lag", "Replay LSN",
@@ -19,9 +19,7 @@ SCRIPT_COLUMNS = ["Cluster", "Member", "Host", "Role", "State", "TL", "Receive L
 
 
 def format_lsn(value: Any) -> str:
-    if not isinstance(value, int):
-        return ""
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+    return lsn_text(value) if isinstance(value, int) else ""
 
 
 def _lag_mb(leader_lsn: int | None, value: Any) -> int | str:

@@ -67,8 +67,8 @@ def verify(obj: dict, faults: tuple[str, ...], duration: float, dsns: tuple[str,
     target = _target(obj)
     try:
         check_menu(list(faults) or ["none"], target)
-        settings = Settings(dsns=list(dsns), clients=clients, seed=seed, rate=rate, accounts=accounts,
-                            min_gap=min_gap, dcs_outage=dcs_outage)
+        settings = Settings(dsns=list(dsns) or _default_dsns(target), clients=clients, seed=seed, rate=rate,
+                            accounts=accounts, min_gap=min_gap, dcs_outage=dcs_outage)
         _run(target, list(faults), duration, settings, json_path, plot_path)
     except FaultError as e:
         raise CliError(str(e)) from None
@@ -77,21 +77,24 @@ def verify(obj: dict, faults: tuple[str, ...], duration: float, dsns: tuple[str,
             target.close()
 
 
+def _default_dsns(target) -> list[str]:
+    """Without --dsn: the cluster's router, or its libpq multi-host string."""
+    from pgha.verify.target import TargetError
+    if target is None:
+        raise CliError("give --dsn, or -c CLUSTER.yml")
+    try:
+        return [target.default_dsn()]
+    except TargetError as e:
+        raise CliError(str(e)) from None
+
+
 def _run(target, faults: list[str], duration: float, settings, json_path: str | None, plot_path: str | None) -> None:
     from pgha.verify.render import plot, redact, table, to_json
     from pgha.verify.report import ok
     from pgha.verify.runner import VerifyError, verify as run_verify
     from pgha.verify.target import TargetError
-    dsns = settings.dsns
-    if not dsns:
-        if target is None:
-            raise CliError("give --dsn, or -c CLUSTER.yml")
-        try:
-            settings.dsns = dsns = [target.default_dsn()]
-        except TargetError as e:
-            raise CliError(str(e)) from None
-    click.echo(f"verify: {settings.clients} clients on {', '.join(redact(d) for d in dsns)} for {duration:.0f}s, "
-               f"faults: {', '.join(faults) or 'none'}")
+    click.echo(f"verify: {settings.clients} clients on {', '.join(redact(d) for d in settings.dsns)} for "
+               f"{duration:.0f}s, faults: {', '.join(faults) or 'none'}")
     try:
         result = run_verify(settings, faults, duration, target, say=lambda line: click.echo(f"  {line}"))
     except (VerifyError, TimeoutError, TargetError) as e:

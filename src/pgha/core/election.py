@@ -23,7 +23,7 @@ from dataclasses import replace
 
 from pgha.core import sync
 from pgha.core.actions import ClaimTimeline, Promote
-from pgha.core.model import Member, Observation
+from pgha.core.model import Member, Observation, lsn_text
 from pgha.core.reasons import Reason
 from pgha.core.settings import Settings
 
@@ -92,16 +92,13 @@ def wal_gap(obs: Observation) -> str:
     cluster = obs.cluster
     assert cluster is not None
     mine, published = obs.local.wal_position, cluster.status_optime
-    if mine is None or published is None:
-        return f"my WAL ends at {_lsn(mine)}; the old primary published no position"
+    assert mine is not None  # judge() lets no node with an unknown position race
+    if published is None:
+        return f"my WAL ends at {lsn_text(mine)}; the old primary published no position"
     if published <= mine:
-        return f"my WAL ends at {_lsn(mine)}, not behind the old primary's last published {_lsn(published)}"
-    return (f"my WAL ends at {_lsn(mine)}, {published - mine} bytes behind the old primary's last published "
-            f"{_lsn(published)}: writes past my position are lost")
-
-
-def _lsn(value: int | None) -> str:
-    return "unknown" if value is None else f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+        return f"my WAL ends at {lsn_text(mine)}, not behind the old primary's last published {lsn_text(published)}"
+    return (f"my WAL ends at {lsn_text(mine)}, {published - mine} bytes behind the old primary's last published "
+            f"{lsn_text(published)}: writes past my position are lost")
 
 
 def newest_timeline(history: tuple) -> int | None:

@@ -20,6 +20,11 @@ from enum import Enum
 from typing import Any, Mapping
 
 
+def lsn_text(value: int) -> str:
+    """A WAL position as PostgreSQL writes it (``0/3000148``)."""
+    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+
+
 class DataDir(Enum):
     """What the local data directory holds."""
 

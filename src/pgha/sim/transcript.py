@@ -21,11 +21,11 @@ import logging
 from enum import Enum
 from typing import Any
 
+from pgha.core.model import lsn_text
+
 
 def lsn(value: int | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value >> 32:X}/{value & 0xFFFFFFFF:X}"
+    return "-" if value is None else lsn_text(value)
 
 
 def _arg(value: Any) -> str:
