@@ -24,7 +24,7 @@ situation handler (bootstrap.py, leader.py, replica.py):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from pgha.core import bootstrap, jobs, leader, pause, replica, requests
 from pgha.core.actions import AwaitReplicated, Demote, Exit, RevokeLease, StopMode, StopPostgres

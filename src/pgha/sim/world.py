@@ -34,7 +34,6 @@ from typing import Any, Callable
 from pgha.core.model import JobKind, PgRole
 from pgha.dcs.keys import KeyLayout
 from pgha.dcs.memory import MemoryStore
-from pgha.sim import wal
 from pgha.core.model import PeerStatus
 from pgha.sim.fakepg import FakePostgres, Pending
 from pgha.sim.invariants import Checker, Violation, holds
